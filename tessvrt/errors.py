@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a one-line message."""
+
+
+class TessvrtError(Exception):
+    """A problem the user can fix; the message names it and the fix."""

@@ -1,0 +1,351 @@
+"""TESSERA tile geometry and the 10 m UTM zone grids that tiles are mosaicked on.
+
+Every output of tessvrt follows one pixel rule: an output pixel on a zone's 10 m grid
+(pixel edges at multiples of 10 m) takes the source pixel that contains its centre,
+from the tile whose 0.1-degree lon/lat cell contains that centre (its owner).  This
+module owns that arithmetic so VRTs, materialise and the tests all share it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from affine import Affine
+from pyproj import Transformer
+
+PIXEL = 10.0  # metres
+CELL_HUNDREDTHS = 10  # a tile cell is 0.1 degree = 10 hundredths
+_EDGE_SAMPLES = 41  # points per cell edge when tracing boundaries
+_EXACT_TOL = 0.05  # metres; pixel centres closer than this to a traced edge are checked exactly
+
+
+@lru_cache(maxsize=None)
+def _to_utm(epsg: int) -> Transformer:
+    return Transformer.from_crs(4326, epsg, always_xy=True)
+
+
+@lru_cache(maxsize=None)
+def _to_lonlat(epsg: int) -> Transformer:
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """UTM zone EPSG code of a point (no Norway/Svalbard exceptions, as upstream)."""
+    zone = int(math.floor((lon + 180.0) / 6.0)) + 1
+    zone = min(max(zone, 1), 60)
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def zone_label(epsg: int) -> str:
+    """'utm31n' for EPSG:32631, 'utm19s' for EPSG:32719."""
+    return f"utm{epsg % 100:02d}{'n' if epsg < 32700 else 's'}"
+
+
+@dataclass(frozen=True, order=True)
+class Tile:
+    """A 0.1-degree cell, named by its centre in hundredths of a degree (odd multiples of 5)."""
+
+    lon_i: int
+    lat_i: int
+
+    @classmethod
+    def at(cls, lon: float, lat: float) -> Tile:
+        """The tile centred at (lon, lat); the centre must be an odd multiple of 0.05."""
+        lon_i, lat_i = round(lon * 100), round(lat * 100)
+        if (
+            abs(lon * 100 - lon_i) > 1e-6
+            or abs(lat * 100 - lat_i) > 1e-6
+            or lon_i % 10 != 5
+            or lat_i % 10 != 5
+        ):
+            raise ValueError(f"{lon},{lat} is not a tile centre (centres are odd multiples of 0.05)")
+        return cls(lon_i, lat_i)
+
+    @classmethod
+    def containing(cls, lon: float, lat: float) -> Tile:
+        """The tile whose cell [c-0.05, c+0.05) contains the point."""
+        return cls(math.floor(lon * 10) * 10 + 5, math.floor(lat * 10) * 10 + 5)
+
+    @property
+    def lon(self) -> float:
+        return self.lon_i / 100
+
+    @property
+    def lat(self) -> float:
+        return self.lat_i / 100
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        """Cell index (floor(10*lon), floor(10*lat)) of every point this tile owns."""
+        return (self.lon_i - 5) // 10, (self.lat_i - 5) // 10
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        ci, cj = self.cell
+        return ci / 10, cj / 10, (ci + 1) / 10, (cj + 1) / 10
+
+    @property
+    def name(self) -> str:
+        return f"grid_{self.lon:.2f}_{self.lat:.2f}"
+
+    @property
+    def epsg(self) -> int:
+        return utm_epsg(self.lon, self.lat)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A north-up raster on a zone's 10 m grid.
+
+    col0 is the global column index I of the left column (x in [10*I, 10*I+10)), row0 the
+    global row index J of the top row (y in [10*J, 10*J+10)); J decreases downwards.
+    """
+
+    epsg: int
+    col0: int
+    row0: int
+    width: int
+    height: int
+
+    @property
+    def transform(self) -> Affine:
+        return Affine(PIXEL, 0.0, PIXEL * self.col0, 0.0, -PIXEL, PIXEL * (self.row0 + 1))
+
+    def union(self, other: Window) -> Window:
+        assert other.epsg == self.epsg
+        c0, r0 = min(self.col0, other.col0), max(self.row0, other.row0)
+        c1 = max(self.col0 + self.width, other.col0 + other.width)
+        r1 = min(self.row0 - self.height, other.row0 - other.height)
+        return Window(self.epsg, c0, r0, c1 - c0, r0 - r1)
+
+    def intersection(self, other: Window) -> Window | None:
+        c0, r0 = max(self.col0, other.col0), min(self.row0, other.row0)
+        c1 = min(self.col0 + self.width, other.col0 + other.width)
+        r1 = max(self.row0 - self.height, other.row0 - other.height)
+        if c1 <= c0 or r0 <= r1:
+            return None
+        return Window(self.epsg, c0, r0, c1 - c0, r0 - r1)
+
+    def offset_of(self, inner: Window) -> tuple[int, int]:
+        """(x, y) pixel offset of inner's top-left pixel inside this window."""
+        return inner.col0 - self.col0, self.row0 - inner.row0
+
+    @classmethod
+    def covering(cls, epsg: int, xmin: float, ymin: float, xmax: float, ymax: float) -> Window:
+        """Smallest grid window containing every pixel whose centre is inside the box."""
+        c0 = math.ceil((xmin - 5) / PIXEL)
+        c1 = math.floor((xmax - 5) / PIXEL) + 1
+        r1 = math.ceil((ymin - 5) / PIXEL)
+        r0 = math.floor((ymax - 5) / PIXEL)
+        return cls(epsg, c0, r0, max(c1 - c0, 0), max(r0 - r1 + 1, 0))
+
+    def pixel_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Easting of each column centre, northing of each row centre."""
+        xs = PIXEL * (self.col0 + np.arange(self.width)) + 5.0
+        ys = PIXEL * (self.row0 - np.arange(self.height)) + 5.0
+        return xs, ys
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A tile's native raster: its zone, unsnapped origin and size, from the centre alone."""
+
+    tile: Tile
+    epsg: int
+    origin_e: float
+    origin_n: float
+    width: int
+    height: int
+
+    @property
+    def transform(self) -> Affine:
+        return Affine(PIXEL, 0.0, self.origin_e, 0.0, -PIXEL, self.origin_n)
+
+    @property
+    def window(self) -> Window:
+        """Where the tile's pixels land on its zone grid under the centre rule.
+
+        Output column I takes source column floor((10*I + 5 - origin_e)/10) = I + dx, so the
+        tile is an integer shift of the zone grid: no resampling is ever needed in-zone.
+        """
+        dx = math.floor((5.0 - self.origin_e) / PIXEL)
+        dy = math.floor((self.origin_n - 5.0) / PIXEL)
+        return Window(self.epsg, -dx, dy, self.width, self.height)
+
+
+def tile_grids(tiles: list[Tile]) -> list[TileGrid]:
+    """Native grids of many tiles at once (one projection call per zone)."""
+    out: list[TileGrid | None] = [None] * len(tiles)
+    by_zone: dict[int, list[int]] = {}
+    for i, t in enumerate(tiles):
+        by_zone.setdefault(t.epsg, []).append(i)
+    for epsg, idx in by_zone.items():
+        lon = np.array([tiles[i].lon for i in idx])
+        lat = np.array([tiles[i].lat for i in idx])
+        # corners UL, UR, LL, LR
+        clon = np.stack([lon - 0.05, lon + 0.05, lon - 0.05, lon + 0.05], axis=1)
+        clat = np.stack([lat + 0.05, lat + 0.05, lat - 0.05, lat - 0.05], axis=1)
+        e, n = _to_utm(epsg).transform(clon, clat)
+        origin_e = np.minimum(e[:, 0], e[:, 2])
+        origin_n = np.maximum(n[:, 0], n[:, 1])
+        height = np.round((origin_n - np.minimum(n[:, 2], n[:, 3])) / PIXEL).astype(int)
+        width = np.round((np.maximum(e[:, 1], e[:, 3]) - origin_e) / PIXEL).astype(int)
+        for k, i in enumerate(idx):
+            out[i] = TileGrid(
+                tiles[i], epsg, float(origin_e[k]), float(origin_n[k]), int(width[k]), int(height[k])
+            )
+    return out  # type: ignore[return-value]
+
+
+def owner_cells(epsg: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cell index (floor(10*lon), floor(10*lat)) of points in a zone: the definition of ownership."""
+    lon, lat = _to_lonlat(epsg).transform(xs, ys)
+    lon = np.asarray(lon)
+    # unwrap across the antimeridian: longitudes are taken within 180 deg of the zone's meridian
+    cm = (epsg % 100) * 6 - 183
+    lon = cm + (lon - cm + 180.0) % 360.0 - 180.0
+    return np.floor(lon * 10).astype(np.int64), np.floor(np.asarray(lat) * 10).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The pixels of a window owned by one tile: row and column intervals.
+
+    Along a grid row longitude grows with easting, and along a grid column latitude grows
+    with northing, so a cell's pixels are exactly {cols[r,0] <= c < cols[r,1]} intersected
+    with {rows[c,0] <= r < rows[c,1]}, in window pixel coordinates.
+    """
+
+    window: Window
+    cols: np.ndarray  # (height, 2) owned column interval per row
+    rows: np.ndarray  # (width, 2) owned row interval per column
+
+    def mask(self) -> np.ndarray:
+        c = np.arange(self.window.width)[None, :]
+        r = np.arange(self.window.height)[:, None]
+        return (
+            (c >= self.cols[:, :1])
+            & (c < self.cols[:, 1:])
+            & (r >= self.rows[:, 0][None, :])
+            & (r < self.rows[:, 1][None, :])
+        )
+
+    def carve_rects(self) -> list[tuple[int, int, int, int]]:
+        """Rectangles (x, y, w, h) to clear from a full window to leave exactly the owned set."""
+        w, h = self.window.width, self.window.height
+        rects: list[tuple[int, int, int, int]] = []
+        for lo_hi, along, span in ((self.cols, h, w), (self.rows, w, h)):
+            for side in (0, 1):
+                edge = np.clip(lo_hi[:, side], 0, span)
+                starts = np.flatnonzero(np.diff(edge, prepend=-1))
+                ends = np.append(starts[1:], along)
+                for s, e in zip(starts, ends):
+                    v = int(edge[s])
+                    a, b = (0, v) if side == 0 else (v, span)
+                    if b > a:
+                        if lo_hi is self.cols:
+                            rects.append((a, int(s), b - a, int(e - s)))
+                        else:
+                            rects.append((int(s), a, int(e - s), b - a))
+        return rects
+
+
+def _first_at_or_after(boundary: np.ndarray) -> np.ndarray:
+    """Index k of the first pixel centre 10*k + 5 >= boundary (boundary in metres)."""
+    return np.ceil((boundary - 5.0) / PIXEL).astype(np.int64)
+
+
+def ownerships(tiles: list[Tile], windows: list[Window]) -> list[Ownership]:
+    """Owned pixel sets of tiles on given windows of one zone grid, traced along cell edges.
+
+    Each cell edge is projected at _EDGE_SAMPLES points and interpolated, which costs
+    O(width + height) per tile instead of a projection per pixel; any pixel centre that
+    lands within _EXACT_TOL of a traced edge is decided by projecting it exactly, so the
+    result equals owner_cells() evaluated on every pixel.
+    """
+    if not tiles:
+        return []
+    epsg = windows[0].epsg
+    fwd = _to_utm(epsg)
+    n = len(tiles)
+    t = np.linspace(-0.5, 1.5, _EDGE_SAMPLES)  # edge parameter, half a cell of margin each side
+    bnd = np.array([tl.bounds for tl in tiles])  # west, south, east, north
+    # meridians (lon fixed, lat varies) and parallels (lat fixed, lon varies)
+    mer_lon = np.stack([bnd[:, 0], bnd[:, 2]], 1)[:, :, None].repeat(_EDGE_SAMPLES, 2)
+    mer_lat = (bnd[:, 1:2] + 0.1 * t[None, :])[:, None, :].repeat(2, 1)
+    par_lat = np.stack([bnd[:, 1], bnd[:, 3]], 1)[:, :, None].repeat(_EDGE_SAMPLES, 2)
+    par_lon = (bnd[:, 0:1] + 0.1 * t[None, :])[:, None, :].repeat(2, 1)
+    mx, my = fwd.transform(mer_lon, mer_lat)
+    px, py = fwd.transform(par_lon, par_lat)
+    mx, my, px, py = (np.asarray(a) for a in (mx, my, px, py))
+
+    results = []
+    checks: list[tuple[int, str, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for k in range(n):
+        win = windows[k]
+        xs, ys = win.pixel_centres()
+        cols = np.empty((win.height, 2), np.int64)
+        rows = np.empty((win.width, 2), np.int64)
+        for side in (0, 1):
+            # meridian side: boundary easting per row; first owned-or-east column
+            xb = np.interp(ys, my[k, side], mx[k, side])
+            kcol = _first_at_or_after(xb) - win.col0
+            cols[:, side] = kcol
+            d_prev = np.abs(PIXEL * (kcol - 1 + win.col0) + 5.0 - xb)
+            d_here = np.abs(PIXEL * (kcol + win.col0) + 5.0 - xb)
+            amb = np.flatnonzero((d_prev < _EXACT_TOL) | (d_here < _EXACT_TOL))
+            if amb.size:
+                checks.append((k, "col", side, amb, kcol[amb], ys[amb]))
+            # parallel side: boundary northing per column; first owned-or-north row index J
+            yb = np.interp(xs, px[k, side], py[k, side])
+            jrow = _first_at_or_after(yb)
+            d_prev = np.abs(PIXEL * (jrow - 1) + 5.0 - yb)
+            d_here = np.abs(PIXEL * jrow + 5.0 - yb)
+            amb = np.flatnonzero((d_prev < _EXACT_TOL) | (d_here < _EXACT_TOL))
+            if amb.size:
+                checks.append((k, "row", side, amb, jrow[amb], xs[amb]))
+            # window row r has J = row0 - r: J >= jrow  <=>  r <= row0 - jrow
+            rows[:, 1 - side] = win.row0 - jrow + 1
+        results.append((cols, rows))
+    _resolve_exact(epsg, tiles, windows, results, checks)
+    return [Ownership(windows[k], results[k][0], results[k][1]) for k in range(n)]
+
+
+def _resolve_exact(epsg, tiles, windows, results, checks) -> None:
+    """Decide pixels near traced edges by projecting their centres exactly."""
+    if not checks:
+        return
+    pts_x, pts_y, meta = [], [], []
+    for k, kind, side, idx, first, other in checks:
+        win = windows[k]
+        for delta in (-1, 0):
+            if kind == "col":
+                pts_x.append(PIXEL * (first + delta + win.col0) + 5.0)
+                pts_y.append(other)
+            else:
+                pts_x.append(other)
+                pts_y.append(PIXEL * (first + delta) + 5.0)
+        meta.append((k, kind, side, idx, first))
+    ci_all, cj_all = owner_cells(epsg, np.concatenate(pts_x), np.concatenate(pts_y))
+    pos = 0
+    for k, kind, side, idx, first in meta:
+        m = idx.size
+        prev = slice(pos, pos + m)
+        here = slice(pos + m, pos + 2 * m)
+        pos += 2 * m
+        ci, cj = tiles[k].cell
+        if kind == "col":
+            q = ci + side  # first column with floor(10*lon) >= q
+            at_prev = ci_all[prev] >= q
+            at_here = ci_all[here] >= q
+            fixed = np.where(at_prev, first - 1, np.where(at_here, first, first + 1))
+            results[k][0][idx, side] = fixed
+        else:
+            q = cj + side
+            at_prev = cj_all[prev] >= q
+            at_here = cj_all[here] >= q
+            fixed_j = np.where(at_prev, first - 1, np.where(at_here, first, first + 1))
+            results[k][1][idx, 1 - side] = windows[k].row0 - fixed_j + 1

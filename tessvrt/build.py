@@ -1,0 +1,386 @@
+"""tessvrt build: from manifest rows to VRTs that read TESSERA embeddings remotely."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, npy, vrt
+from .errors import TessvrtError
+from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
+from .manifest import ManifestSource, read_manifest, select
+from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, get_range
+
+SIDECAR_SUFFIX = ".tessvrt"
+RECORD = "tessvrt.json"
+
+
+@dataclass(frozen=True)
+class BBox:
+    west: float
+    south: float
+    east: float
+    north: float
+
+    @classmethod
+    def parse(cls, text: str) -> BBox:
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            w, s, e, n = (float(p) for p in parts)
+        except ValueError:
+            raise TessvrtError(f"--bbox {text!r} must be four numbers W,S,E,N (e.g. -0.2,51.4,0.1,51.6)") from None
+        if not all(math.isfinite(v) for v in (w, s, e, n)):
+            raise TessvrtError(f"--bbox {text!r} must hold finite numbers")
+        if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+            raise TessvrtError(f"--bbox {text!r} is out of range: longitudes -180..180, latitudes -90..90")
+        if w >= e or s >= n:
+            raise TessvrtError(f"--bbox {text!r} is empty or inverted: need W < E and S < N, in that order")
+        return cls(w, s, e, n)
+
+    def tiles(self) -> list[Tile]:
+        """Every tile whose cell [c-0.05, c+0.05) intersects the box."""
+        i0, i1 = math.floor(self.west * 10 + 1e-9), math.ceil(self.east * 10 - 1e-9)
+        j0, j1 = math.floor(self.south * 10 + 1e-9), math.ceil(self.north * 10 - 1e-9)
+        return [Tile(i * 10 + 5, j * 10 + 5) for j in range(j0, max(j1, j0 + 1)) for i in range(i0, max(i1, i0 + 1))]
+
+
+def parse_tile(text: str) -> Tile:
+    try:
+        lon, lat = (float(p) for p in text.split(","))
+        return Tile.at(lon, lat)
+    except ValueError as exc:
+        raise TessvrtError(f"--tile {text!r}: {exc}; write LON,LAT of a tile centre, e.g. -0.05,51.55") from None
+
+
+@dataclass
+class TileSource:
+    tile: Tile
+    grid: TileGrid
+    raw: vrt.RawTile
+    grid_uri: str
+    scales_uri: str
+    grid_size: int
+    scales_size: int
+
+
+@dataclass
+class BuildResult:
+    vrt: Path
+    zone_vrts: dict[int, Path]
+    sidecar: Path
+    tiles: list[str]
+    missing: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _raw_layout(t: Tile, g: TileGrid, row, endpoint: Endpoint, vsi: str, bucket: str) -> TileSource:
+    """Byte offsets for a tile, checked against manifest sizes; reads the header only on a mismatch."""
+    try:
+        gloc, sloc = S3Location.parse(str(row["grid_path"])), S3Location.parse(str(row["scales_path"]))
+    except ValueError as exc:
+        raise TessvrtError(f"manifest row for {t.name}: {exc}; only s3:// paths in bucket {bucket} are accepted") from None
+    for loc in (gloc, sloc):
+        if loc.bucket != bucket:
+            raise TessvrtError(f"manifest row for {t.name} points outside bucket {bucket} ({loc.uri}); refusing it")
+    gsize, ssize = int(row["grid_size"]), int(row["scales_size"])
+    h, w = g.height, g.width
+    goff, soff, nscale = gsize - h * w * vrt.BANDS, None, 1
+    if ssize - h * w * 4 == npy.TYPICAL_HEADER:
+        soff = npy.TYPICAL_HEADER
+    elif ssize - h * w * 4 * vrt.BANDS == npy.TYPICAL_HEADER:
+        soff, nscale = npy.TYPICAL_HEADER, vrt.BANDS
+    if goff != npy.TYPICAL_HEADER or soff is None:
+        # sizes disagree with the computed geometry: believe the bytes, one ranged GET each
+        gh = _header(endpoint, gloc)
+        if gh.descr not in ("|i1", "i1") or gh.fortran_order or len(gh.shape) != 3 or gh.shape[2] != vrt.BANDS:
+            raise TessvrtError(f"{gloc.uri} is not an int8 (H, W, 128) C-order array ({gh}); refusing tile {t.name}")
+        h, w = gh.shape[0], gh.shape[1]
+        if gh.data_offset + h * w * vrt.BANDS != gsize:
+            raise TessvrtError(f"{gloc.uri}: header says {gh.shape} but the manifest size is {gsize}; refusing tile {t.name}")
+        sh = _header(endpoint, sloc)
+        if sh.descr != "<f4" or sh.fortran_order or sh.shape[:2] != (h, w) or sh.shape[2:] not in ((), (vrt.BANDS,)):
+            raise TessvrtError(f"{sloc.uri} is not float32 scales matching {h}x{w} ({sh}); refusing tile {t.name}")
+        goff, soff, nscale = gh.data_offset, sh.data_offset, (vrt.BANDS if sh.shape[2:] else 1)
+        if soff + h * w * 4 * nscale != ssize:
+            raise TessvrtError(f"{sloc.uri}: header and manifest size {ssize} disagree; refusing tile {t.name}")
+        g = TileGrid(t, g.epsg, g.origin_e, g.origin_n, w, h)
+    raw = vrt.RawTile(endpoint.vsi_path(gloc, vsi), endpoint.vsi_path(sloc, vsi), goff, soff, nscale, w, h)
+    return TileSource(t, g, raw, gloc.uri, sloc.uri, gsize, ssize)
+
+
+def _header(endpoint: Endpoint, loc: S3Location) -> npy.NpyHeader:
+    try:
+        head = get_range(endpoint, loc, 0, npy.HEADER_PROBE)
+    except Exception as exc:
+        raise TessvrtError(f"cannot read the header of {loc.uri}: {exc}") from None
+    try:
+        return npy.parse_header(head)
+    except ValueError as exc:
+        raise TessvrtError(f"{loc.uri}: {exc}") from None
+
+
+def _region_window(epsg: int, windows: list[Window], bbox: BBox | None) -> Window:
+    out = windows[0]
+    for w in windows[1:]:
+        out = out.union(w)
+    if bbox is not None:
+        k = np.linspace(0, 1, 64)
+        lon = np.concatenate([bbox.west + (bbox.east - bbox.west) * k, np.full(64, bbox.east),
+                              bbox.east - (bbox.east - bbox.west) * k, np.full(64, bbox.west)])
+        lat = np.concatenate([np.full(64, bbox.south), bbox.south + (bbox.north - bbox.south) * k,
+                              np.full(64, bbox.north), bbox.north - (bbox.north - bbox.south) * k])
+        x, y = _to_utm(epsg).transform(lon, lat)
+        clip = Window.covering(epsg, float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y)))
+        out = out.intersection(clip) or out
+    return out
+
+
+def _footprint(t: Tile, epsg: int) -> Window:
+    """The cell's bounding window on another zone's grid."""
+    w, s, e, n = t.bounds
+    k = np.linspace(0, 1, 16)
+    lon = np.concatenate([w + 0.1 * k, np.full(16, e), w + 0.1 * k, np.full(16, w)])
+    lat = np.concatenate([np.full(16, s), s + 0.1 * k, np.full(16, n), s + 0.1 * k])
+    x, y = _to_utm(epsg).transform(lon, lat)
+    return Window.covering(epsg, float(np.min(x)) - 10, float(np.min(y)) - 10, float(np.max(x)) + 10, float(np.max(y)) + 10)
+
+
+class _Writer:
+    """Writes the sidecar folder's files, all relative to it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        (folder / "tiles").mkdir(parents=True)
+        self._const = "one.tif"
+        _write_const(folder / self._const)
+
+    def write(self, rel: str, text: str) -> None:
+        p = self.folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+    def mask(self, own, depth: int) -> str:
+        return vrt.mask_band(own.window.width, own.window.height, own.carve_rects(), "../" * depth + self._const)
+
+
+def _write_const(path: Path) -> None:
+    """A 1x1 Byte GeoTIFF: constant source for mask rectangles (ScaleRatio 0 ignores its value)."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(path, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8",
+                       transform=Affine.identity() * Affine.scale(1, -1)) as d:
+        d.write(np.full((1, 1, 1), 255, np.uint8))
+
+
+def build(
+    output: str | os.PathLike,
+    *,
+    year: int,
+    bbox: str | BBox | None = None,
+    tiles: list[str] | list[Tile] | None = None,
+    dataset: str = "v1",
+    variant: str | None = None,
+    manifest: str | None = None,
+    endpoint: str | None = None,
+    vsi: str = "s3",
+    crs: str | None = None,
+) -> BuildResult:
+    """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder."""
+    out = Path(output)
+    if out.suffix.lower() != ".vrt":
+        raise TessvrtError(f"output {out} must end in .vrt")
+    if vsi not in ("s3", "curl"):
+        raise TessvrtError(f"--vsi {vsi!r} must be s3 or curl")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise TessvrtError(f"output folder {parent} does not exist; create it or choose another -o")
+    if not os.access(parent, os.W_OK):
+        raise TessvrtError(f"output folder {parent} is not writable; choose another -o")
+    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
+    wanted: list[Tile] = []
+    if box is not None:
+        wanted += box.tiles()
+    for t in tiles or []:
+        wanted.append(parse_tile(t) if isinstance(t, str) else t)
+    wanted = sorted(set(wanted), key=lambda t: (-t.lat_i, t.lon_i))
+    if not wanted:
+        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
+
+    ep = Endpoint.parse(endpoint)
+    src = ManifestSource.resolve(manifest, dataset, ep)
+    bucket = S3Location.parse(src.location).bucket if src.location.startswith("s3://") else DEFAULT_BUCKET
+    sel = select(read_manifest(src.fetch()), dataset, variant, year)
+    present = [t for t in wanted if (t.lon_i, t.lat_i) in sel.rows.index]
+    missing = [t.name for t in wanted if (t.lon_i, t.lat_i) not in sel.rows.index]
+    if not present:
+        raise TessvrtError(
+            f"none of the {len(wanted)} requested tile(s) exist for {dataset} {sel.variant} {year}; try another --year or region"
+        )
+    rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
+    grids = tile_grids(present)
+    sources = [
+        _raw_layout(t, g, r, ep, vsi, bucket)
+        for t, g, (_, r) in zip(present, grids, rows.iterrows())
+    ]
+
+    by_zone: dict[int, list[TileSource]] = {}
+    for s in sources:
+        by_zone.setdefault(s.grid.epsg, []).append(s)
+    main_epsg = _main_epsg(by_zone, crs)
+    multi = len(by_zone) > 1 or main_epsg not in by_zone
+    scale_bands = max(s.raw.scale_bands for s in sources)
+
+    stem = out.name[:-4]
+    sidecar = out.with_name(stem + SIDECAR_SUFFIX)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=parent))
+    try:
+        folder = tmp / sidecar.name
+        w = _Writer(folder)
+        zone_windows: dict[int, Window] = {}
+        # native tiles: raw VRT with an ownership mask on their own zone grid
+        for epsg, zs in by_zone.items():
+            owns = ownerships([s.tile for s in zs], [s.grid.window for s in zs])
+            for s, own in zip(zs, owns):
+                g = s.grid
+                w.write(f"tiles/{s.tile.name}.vrt", vrt.tile_vrt(s.raw, epsg, g.transform.to_gdal(), w.mask(own, 1)))
+            zone_windows[epsg] = _region_window(epsg, [s.grid.window for s in zs], box)
+            w.write(f"mosaic_{epsg}.vrt", vrt.mosaic_vrt(zone_windows[epsg], _sources(zone_windows[epsg], zs, "tiles"), scale_bands))
+
+        metadata = {
+            "TESSERA_DATASET_VERSION": sel.version,
+            "TESSERA_VARIANT": sel.variant,
+            "TESSERA_YEAR": str(sel.year),
+            "TESSVRT_TILES": ",".join(s.tile.name for s in sources),
+            "TESSVRT_MISSING_TILES": ",".join(missing),
+            "TESSVRT_SOURCE": src.location,
+            "TESSVRT_VERSION": __version__,
+        }
+        written: dict[str, str] = {}
+        zone_vrts: dict[int, Path] = {}
+        if multi:
+            main_window = _write_cross_zone(w, by_zone, main_epsg, box, scale_bands)
+            written[out.name] = vrt.dequant_vrt(main_window, f"{sidecar.name}/mosaic.vrt", scale_bands,
+                                                {**metadata, "TESSVRT_ZONE": f"EPSG:{main_epsg}"})
+            for epsg in by_zone:
+                name = f"{stem}_{zone_label(epsg)}.vrt"
+                zone_tiles = ",".join(s.tile.name for s in by_zone[epsg])
+                written[name] = vrt.dequant_vrt(zone_windows[epsg], f"{sidecar.name}/mosaic_{epsg}.vrt", scale_bands,
+                                                {**metadata, "TESSVRT_TILES": zone_tiles, "TESSVRT_ZONE": f"EPSG:{epsg}"})
+                zone_vrts[epsg] = out.with_name(name)
+        else:
+            main_window = zone_windows[main_epsg]
+            written[out.name] = vrt.dequant_vrt(main_window, f"{sidecar.name}/mosaic_{main_epsg}.vrt", scale_bands,
+                                                {**metadata, "TESSVRT_ZONE": f"EPSG:{main_epsg}"})
+            zone_vrts[main_epsg] = out
+        record = _record(sel, src.location, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands)
+        (folder / RECORD).write_text(json.dumps(record, indent=1))
+        for name, text in written.items():
+            (tmp / name).write_text(text)
+        _publish(tmp, parent, [sidecar.name, *written])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(out, zone_vrts, sidecar, [s.tile.name for s in sources], missing)
+
+
+def _main_epsg(by_zone: dict[int, list[TileSource]], crs: str | None) -> int:
+    if crs:
+        code = crs.upper().removeprefix("EPSG:")
+        if not code.isdigit() or not (32601 <= int(code) <= 32660 or 32701 <= int(code) <= 32760):
+            raise TessvrtError(f"--crs {crs!r} must be a UTM zone EPSG code such as EPSG:32631")
+        return int(code)
+    # the zone holding most of the area (cells shrink with cos(latitude))
+    return max(by_zone, key=lambda e: (sum(math.cos(math.radians(s.tile.lat)) for s in by_zone[e]), -e))
+
+
+def _sources(window: Window, zs: list[TileSource], folder: str) -> list[vrt.MosaicSource]:
+    out = []
+    for s in zs:
+        tw = s.grid.window
+        part = window.intersection(tw)
+        if part is None:
+            continue
+        sx, sy = tw.offset_of(part)
+        dx, dy = window.offset_of(part)
+        out.append(vrt.MosaicSource(f"{folder}/{s.tile.name}.vrt", s.raw.scale_bands,
+                                    (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
+    return out
+
+
+def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, scale_bands: int) -> Window:
+    """The main mosaic in one zone: its own tiles shifted, other zones' tiles warped (nearest)."""
+    native = by_zone.get(main_epsg, [])
+    others = [s for e, zs in by_zone.items() if e != main_epsg for s in zs]
+    foot = [_footprint(s.tile, main_epsg) for s in others]
+    owns = ownerships([s.tile for s in others], foot)
+    placed: list[vrt.MosaicSource] = []
+    for s, fw, own in zip(others, foot, owns):
+        nb = vrt.BANDS + s.raw.scale_bands
+        name = s.tile.name
+        # a maskless copy of the raw tile, so the warper sees every source pixel
+        w.write(f"warped/{name}_raw.vrt", vrt.tile_vrt(s.raw, s.grid.epsg, s.grid.transform.to_gdal(), ""))
+        w.write(f"warped/{name}_{main_epsg}.vrt", vrt.warped_vrt(fw, f"{name}_raw.vrt", s.grid.epsg, s.grid.transform.to_gdal(), nb))
+        w.write(f"warped/{name}_{main_epsg}_owned.vrt", vrt.placed_vrt(fw, f"{name}_{main_epsg}.vrt", nb, w.mask(own, 1)))
+    windows = [s.grid.window for s in native] + foot
+    main = _region_window(main_epsg, windows, box)
+    srcs = _sources(main, native, "tiles")
+    for s, fw in zip(others, foot):
+        part = main.intersection(fw)
+        if part is None:
+            continue
+        sx, sy = fw.offset_of(part)
+        dx, dy = main.offset_of(part)
+        placed.append(vrt.MosaicSource(f"warped/{s.tile.name}_{main_epsg}_owned.vrt", s.raw.scale_bands,
+                                       (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
+    w.write("mosaic.vrt", vrt.mosaic_vrt(main, srcs + placed, scale_bands))
+    return main
+
+
+def _record(sel, manifest, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands) -> dict:
+    def win(w: Window) -> dict:
+        return {"epsg": w.epsg, "col0": w.col0, "row0": w.row0, "width": w.width, "height": w.height}
+
+    return {
+        "tessvrt": __version__,
+        "dataset_version": sel.version,
+        "variant": sel.variant,
+        "year": sel.year,
+        "manifest": manifest,
+        "endpoint": ep.url,
+        "region": ep.region,
+        "vsi": vsi,
+        "scale_bands": scale_bands,
+        "main": {"epsg": main_epsg, "window": win(main_window)},
+        "zones": [
+            {"epsg": e, "label": zone_label(e), "vrt": zone_vrts[e].name, "window": win(zw)}
+            for e, zw in zone_windows.items()
+        ],
+        "tiles": [
+            {
+                "name": s.tile.name, "lon": s.tile.lon, "lat": s.tile.lat, "epsg": s.grid.epsg,
+                "origin": [s.grid.origin_e, s.grid.origin_n], "width": s.grid.width, "height": s.grid.height,
+                "grid": s.grid_uri, "scales": s.scales_uri, "grid_offset": s.raw.grid_offset,
+                "scales_offset": s.raw.scales_offset, "scale_bands": s.raw.scale_bands,
+                "grid_size": s.grid_size, "scales_size": s.scales_size,
+            }
+            for s in sources
+        ],
+        "missing": missing,
+    }
+
+
+def _publish(tmp: Path, parent: Path, names: list[str]) -> None:
+    """Move finished files into place; an old sidecar is replaced only once the new one is whole."""
+    for name in names:
+        dst, src = parent / name, tmp / name
+        if dst.is_dir():
+            old = tmp / (name + ".old")
+            os.replace(dst, old)
+        os.replace(src, dst)

@@ -1,0 +1,101 @@
+"""The tessvrt command line: parses arguments, calls the library, prints results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import TessvrtError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="TESSERA embeddings as GDAL VRTs and Cloud-Optimized GeoTIFFs.")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"tessvrt: error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def build(
+    output: Path = typer.Option(..., "-o", "--output", help="VRT to write, e.g. london.vrt"),
+    year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
+    bbox: Optional[str] = typer.Option(None, help="W,S,E,N in degrees"),
+    tile: Optional[list[str]] = typer.Option(None, help="LON,LAT of a tile centre (repeatable)"),
+    dataset: str = typer.Option("v1", help="Dataset folder in the bucket (v1, v1.1)"),
+    variant: Optional[str] = typer.Option(None, help="Manifest variant (default: the most complete)"),
+    manifest: Optional[str] = typer.Option(None, help="Manifest path or URL instead of the bucket's"),
+    endpoint: Optional[str] = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
+    vsi: str = typer.Option("s3", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
+    crs: Optional[str] = typer.Option(None, help="UTM EPSG code of the main VRT when zones differ"),
+) -> None:
+    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel."""
+    from .build import build as run
+
+    try:
+        res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, variant=variant,
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    if res.missing:
+        typer.echo(f"tessvrt: {len(res.missing)} tile(s) not in the manifest: {', '.join(res.missing)}", err=True)
+    typer.echo(f"wrote {res.vrt} ({len(res.tiles)} tiles)")
+    for epsg, p in res.zone_vrts.items():
+        if p != res.vrt:
+            typer.echo(f"wrote {p} (EPSG:{epsg})")
+
+
+@app.command("gdal-config")
+def gdal_config(
+    config_file: Optional[Path] = typer.Option(None, help="File to write (default ~/.gdal/gdalrc)"),
+    endpoint: Optional[str] = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
+    print_only: bool = typer.Option(False, "--print", help="Only print the merged file"),
+) -> None:
+    """Let gdalinfo, gdal_translate, rasterio and QGIS read tessvrt VRTs with no environment variables."""
+    from .gdalconfig import gdal_config as run
+
+    try:
+        path, text = run(config_file, endpoint=endpoint, print_only=print_only)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    if print_only:
+        sys.stdout.write(text)
+    else:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def info(
+    vrt: Path = typer.Argument(..., help="A VRT written by tessvrt build"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Tiles, zones, size in pixels and remote bytes behind a VRT."""
+    from .info import info as run
+
+    try:
+        d = run(vrt)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(d, indent=1))
+        return
+    typer.echo(f"{d['vrt']}: {d['width']} x {d['height']} pixels, 128 float32 bands, {d['crs']}")
+    typer.echo(f"dataset {d['dataset_version']} ({d['variant']}), year {d['year']}")
+    typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
+    if d["missing"]:
+        typer.echo(f"missing ({len(d['missing'])}): {', '.join(d['missing'])}")
+    for z in d["zones"]:
+        typer.echo(f"zone {z['crs']}: {z['vrt']} {z['width']} x {z['height']}")
+    typer.echo(f"remote bytes: {d['remote_bytes']:,} ({d['remote_bytes'] / 1e6:.1f} MB)")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("tessvrt: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,192 @@
+"""The manifest: where it comes from, its local cache, its schema, and row selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import TessvrtError
+from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, client
+
+REQUIRED = {
+    "version": "string",
+    "variant": "string",
+    "year": "integer",
+    "lon": "floating",
+    "lat": "floating",
+    "grid_path": "string",
+    "scales_path": "string",
+    "grid_size": "integer",
+    "scales_size": "integer",
+}
+
+
+def cache_dir() -> Path:
+    """User cache directory (TESSVRT_CACHE_DIR, else $XDG_CACHE_HOME/tessvrt)."""
+    if os.environ.get("TESSVRT_CACHE_DIR"):
+        return Path(os.environ["TESSVRT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tessvrt"
+
+
+def dataset_version(dataset: str) -> str:
+    """'v1' -> '1.0', 'v1.1' -> '1.1': the manifest's version column for a dataset folder."""
+    v = dataset.lstrip("vV")
+    if not v or not all(p.isdigit() for p in v.split(".")):
+        raise TessvrtError(f"--dataset {dataset!r} is not a dataset name like v1 or v1.1")
+    return v if "." in v else v + ".0"
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """A manifest to read: an S3 object, an http(s) URL or a local file."""
+
+    location: str  # s3://..., https://..., or a local path
+    endpoint: Endpoint
+
+    @classmethod
+    def resolve(cls, manifest: str | None, dataset: str, endpoint: Endpoint) -> ManifestSource:
+        if manifest is None:
+            dataset_version(dataset)
+            return cls(f"s3://{DEFAULT_BUCKET}/{dataset}/manifest.parquet", endpoint)
+        return cls(manifest, endpoint)
+
+    def fetch(self) -> Path:
+        """A local copy, downloaded once and revalidated by ETag (a 304 costs no body)."""
+        loc = self.location
+        if not (loc.startswith("s3://") or loc.startswith("http://") or loc.startswith("https://")):
+            p = Path(loc)
+            if not p.is_file():
+                raise TessvrtError(f"manifest {loc} does not exist; pass an existing file or URL to --manifest")
+            return p
+        key = f"{self.endpoint.url or self.endpoint.region}|{loc}"
+        slot = cache_dir() / "manifests" / f"{abs(hash_str(key)):016x}"
+        data, meta = slot.with_suffix(".parquet"), slot.with_suffix(".json")
+        etag = json.loads(meta.read_text())["etag"] if meta.is_file() and data.is_file() else None
+        try:
+            body, new_etag = (
+                _get_s3(self.endpoint, S3Location.parse(loc), etag)
+                if loc.startswith("s3://")
+                else _get_http(loc, etag)
+            )
+        except TessvrtError:
+            raise
+        except Exception as exc:  # network trouble: an existing copy is still good to use
+            if etag is not None:
+                return data
+            raise TessvrtError(f"cannot download manifest {loc}: {exc}; check --endpoint/--manifest") from None
+        if body is None:  # 304 Not Modified
+            return data
+        data.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data.parent, delete=False) as tmp:
+            tmp.write(body)
+        os.replace(tmp.name, data)
+        meta.write_text(json.dumps({"etag": new_etag, "source": loc}))
+        return data
+
+
+def hash_str(s: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
+
+
+def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None) -> tuple[bytes | None, str]:
+    from botocore.exceptions import ClientError
+
+    kw = {"IfNoneMatch": etag} if etag else {}
+    try:
+        resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, **kw)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 304 or code == "304":
+            return None, etag or ""
+        if code in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise TessvrtError(f"manifest {loc.uri} not found; check --dataset or --manifest") from None
+        if code in ("AccessDenied", "403"):
+            raise TessvrtError(f"manifest {loc.uri} is forbidden (403); check --endpoint") from None
+        raise
+    body = resp["Body"].read()
+    if "ContentLength" in resp and len(body) != resp["ContentLength"]:
+        raise OSError(f"short read of {loc.uri}")
+    return body, resp.get("ETag", "")
+
+
+def _get_http(url: str, etag: str | None) -> tuple[bytes | None, str]:
+    req = urllib.request.Request(url, headers={"If-None-Match": etag} if etag else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.read(), resp.headers.get("ETag", "")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 304:
+            return None, etag or ""
+        raise TessvrtError(f"manifest {url} answered HTTP {exc.code}; check --manifest") from None
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read and validate a manifest file; wrong schema is a clear error, not a KeyError later."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TessvrtError(f"manifest {path} is not a readable parquet file ({exc}); pass a TESSERA manifest.parquet") from None
+    df = table.to_pandas()
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise TessvrtError(f"manifest {path} lacks column(s) {', '.join(missing)}; pass a TESSERA manifest.parquet")
+    for col, kind in REQUIRED.items():
+        inferred = pd.api.types.infer_dtype(df[col], skipna=True)
+        ok = {
+            "string": inferred in ("string", "empty"),
+            "integer": inferred in ("integer", "empty"),
+            "floating": inferred in ("floating", "integer", "mixed-integer-float", "empty"),
+        }[kind]
+        if not ok:
+            raise TessvrtError(f"manifest {path}: column {col!r} holds {inferred}, expected {kind}")
+    return df
+
+
+@dataclass(frozen=True)
+class Selection:
+    version: str
+    variant: str
+    year: int
+    rows: pd.DataFrame  # one row per tile, indexed by (lon_i, lat_i)
+
+
+def select(df: pd.DataFrame, dataset: str, variant: str | None, year: int) -> Selection:
+    """Rows of one (version, variant, year): never mixed across versions or variants."""
+    version = dataset_version(dataset)
+    vrows = df[df["version"] == version]
+    if vrows.empty:
+        have = ", ".join(sorted(df["version"].unique())) or "none"
+        raise TessvrtError(f"manifest has no rows for version {version} (has {have}); choose --dataset")
+    yrows = vrows[vrows["year"] == year]
+    if yrows.empty:
+        have = ", ".join(str(y) for y in sorted(vrows["year"].unique()))
+        raise TessvrtError(f"no tiles for year {year} in dataset {dataset} (years: {have}); choose --year")
+    variants = yrows["variant"].value_counts()
+    if variant is None:
+        # the most complete variant; ties broken by name so the choice is stable
+        variant = sorted(variants.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    rows = yrows[yrows["variant"] == variant].copy()
+    if rows.empty:
+        raise TessvrtError(
+            f"no variant {variant!r} for {dataset} {year} (variants: {', '.join(sorted(variants.index))}); choose --variant"
+        )
+    rows["lon_i"] = (rows["lon"] * 100).round().astype("int64")
+    rows["lat_i"] = (rows["lat"] * 100).round().astype("int64")
+    dup = rows.duplicated(["lon_i", "lat_i"])
+    if dup.any():
+        r = rows[dup].iloc[0]
+        raise TessvrtError(f"manifest lists tile {r['lon']:.2f},{r['lat']:.2f} twice for {dataset} {variant} {year}; fix the manifest")
+    return Selection(version, str(variant), int(year), rows.set_index(["lon_i", "lat_i"], drop=False))

@@ -1,0 +1,101 @@
+"""Where tile bytes live: s3:// URIs, GDAL /vsi paths to them, and an anonymous S3 client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlparse
+
+from .errors import TessvrtError
+
+DEFAULT_BUCKET = "tessera-embeddings"
+DEFAULT_REGION = "us-west-2"
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        u = urlparse(uri)
+        if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
+            raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+        key = u.path.lstrip("/")
+        if ".." in key.split("/") or key.startswith("/"):
+            raise ValueError(f"unsafe key in {uri!r}")
+        return cls(u.netloc, key)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An S3 service: AWS in a region (url None) or a mirror / local server."""
+
+    url: str | None = None
+    region: str = DEFAULT_REGION
+
+    @property
+    def https_base(self) -> str:
+        return (self.url or f"https://s3.{self.region}.amazonaws.com").rstrip("/")
+
+    @property
+    def gdal_options(self) -> dict[str, str]:
+        """Options GDAL's /vsis3/ needs to read this endpoint anonymously."""
+        opts = {"AWS_NO_SIGN_REQUEST": "YES", "AWS_REGION": self.region}
+        if self.url:
+            u = urlparse(self.url)
+            opts["AWS_S3_ENDPOINT"] = u.netloc
+            opts["AWS_HTTPS"] = "YES" if u.scheme == "https" else "NO"
+            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
+        return opts
+
+    def vsi_path(self, loc: S3Location, vsi: str = "s3") -> str:
+        if vsi == "s3":
+            return f"/vsis3/{loc.bucket}/{loc.key}"
+        return f"/vsicurl/{self.https_base}/{loc.bucket}/{loc.key}"
+
+    @classmethod
+    def parse(cls, url: str | None) -> Endpoint:
+        if url is None:
+            return cls()
+        u = urlparse(url)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise TessvrtError(f"--endpoint {url!r} is not an http(s) URL; use e.g. http://127.0.0.1:9000")
+        return cls(url.rstrip("/"))
+
+
+@lru_cache(maxsize=8)
+def client(endpoint: Endpoint, max_pool: int = 16):  # noqa: ANN201 - botocore client type is dynamic
+    """A pooled, anonymous (unsigned) botocore S3 client with retries."""
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    cfg = Config(
+        signature_version=UNSIGNED,
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 8, "mode": "standard"},
+        max_pool_connections=max_pool,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    session = botocore.session.get_session()
+    return session.create_client(
+        "s3", region_name=endpoint.region, endpoint_url=endpoint.url or None, config=cfg
+    )
+
+
+def get_range(endpoint: Endpoint, loc: S3Location, start: int, length: int) -> bytes:
+    """Bytes [start, start+length) of an object; short reads are errors, not data."""
+    resp = client(endpoint).get_object(
+        Bucket=loc.bucket, Key=loc.key, Range=f"bytes={start}-{start + length - 1}"
+    )
+    body = resp["Body"].read()
+    if len(body) != length and len(body) != min(length, resp.get("ContentLength", -1)):
+        raise OSError(f"short read of {loc.uri}: {len(body)} of {length} bytes")
+    return body

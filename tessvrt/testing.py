@@ -1,0 +1,187 @@
+"""A sample TESSERA bucket and a local S3 server, for the demo, the tests and the benchmarks.
+
+Tiles have the real geometry of the SPEC formula (high latitudes keep them small), smooth
+values, NaN water, a huge-sentinel stripe, zero scales, one tile with (H, W, 128) scales,
+one tile with an unusual .npy header, tiles across the UTM 31/32 boundary, southern tiles,
+a second year and a second dataset version.  Needs moto[server] (the `test` extra).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import npy
+from .grid import Tile, tile_grids
+from .s3 import DEFAULT_BUCKET
+
+VARIANT = "vultr"
+
+
+@dataclass(frozen=True)
+class SampleTile:
+    tile: Tile
+    year: int = 2024
+    version: str = "1.0"
+    scales_3d: bool = False
+    header_pad: int = 0  # extra header bytes: forces the header-read path
+
+
+def sample_tiles() -> list[SampleTile]:
+    block = [Tile.at(lon, lat) for lat in (88.25, 88.15, 88.05) for lon in (4.05, 4.15, 4.25)]
+    tiles = [SampleTile(t, scales_3d=(t == Tile.at(4.25, 88.05))) for t in block]
+    # across the zone 31 / 32 boundary at 6 E
+    tiles += [SampleTile(Tile.at(lon, 88.05)) for lon in (5.85, 5.95, 6.05, 6.15)]
+    tiles += [SampleTile(Tile.at(lon, 88.15)) for lon in (5.95, 6.05)]
+    # southern hemisphere, one with an unusual header
+    tiles += [SampleTile(Tile.at(10.05, -88.05)), SampleTile(Tile.at(10.05, -88.15), header_pad=64)]
+    # another year and another dataset version over part of the block
+    tiles += [SampleTile(Tile.at(4.05, 88.15), year=2023), SampleTile(Tile.at(4.15, 88.15), year=2023)]
+    tiles += [SampleTile(Tile.at(4.05, 88.15), version="1.1"), SampleTile(Tile.at(4.15, 88.15), version="1.1")]
+    return tiles
+
+
+def _dataset_dir(version: str) -> str:
+    return "v" + version.removesuffix(".0")
+
+
+def tile_arrays(st: SampleTile, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic embedding-like values: smooth in space and band, distinct per tile/year/version."""
+    seed = (st.tile.lon_i * 7919 + st.tile.lat_i * 104729 + st.year * 31 + int(st.version == "1.1") * 17) % (2**32)
+    rng = np.random.default_rng(seed)
+    r = np.arange(height, dtype=np.float32)[:, None, None]
+    c = np.arange(width, dtype=np.float32)[None, :, None]
+    b = np.arange(128, dtype=np.float32)[None, None, :]
+    ph = rng.uniform(0, 6.28, 3).astype(np.float32)
+    v = 70 * np.sin(r / 37 + b * 0.21 + ph[0]) * np.cos(c / 23 - b * 0.13 + ph[1]) + 40 * np.sin(b * 0.5 + ph[2])
+    v += rng.normal(0, 3, (1, 1, 128)).astype(np.float32)
+    emb = np.clip(np.rint(v), -128, 127).astype(np.int8)
+    rr, cc = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    s = (0.01 + 0.004 * np.sin(rr / 50.0 + ph[0]) + 0.003 * np.cos(cc / 9.0 + ph[1])).astype(np.float32)
+    s[(rr - height * 0.7) ** 2 / 40**2 + (cc - width * 0.3) ** 2 / 12**2 < 1] = np.nan  # water
+    s[height // 3 : height // 3 + 3, :] = np.float32(3.4e38)  # huge sentinel stripe
+    s[: height // 10, width // 2 : width // 2 + 5] = 0.0  # zero scales
+    s[5, 2] = -0.5
+    s[6, 3] = np.inf
+    if st.scales_3d:
+        s3 = np.repeat(s[:, :, None], 128, axis=2) * (1 + np.arange(128, dtype=np.float32) / 256)
+        s3[:, :, 7] = np.where(rr % 50 == 0, 0.0, s3[:, :, 7])  # band-specific invalid scales
+        return emb, s3.astype(np.float32)
+    return emb, s
+
+
+def _npy_bytes(arr: np.ndarray, pad: int) -> bytes:
+    head = npy.build_header(arr.dtype.str, arr.shape)
+    if pad:
+        text = head[10:].decode("latin1").rstrip("\n") + " " * pad + "\n"
+        head = head[:8] + len(text).to_bytes(2, "little") + text.encode("latin1")
+    return head + np.ascontiguousarray(arr).tobytes()
+
+
+def build_sample(folder: Path, tiles: list[SampleTile] | None = None, bucket: str = DEFAULT_BUCKET) -> Path:
+    """Write the sample bucket as files under folder/bucket/...; returns that bucket folder."""
+    tiles = tiles or sample_tiles()
+    root = folder / bucket
+    rows = []
+    grids = tile_grids([st.tile for st in tiles])
+    for st, g in zip(tiles, grids):
+        ddir = _dataset_dir(st.version)
+        name = st.tile.name
+        key = f"{ddir}/global_0.1_degree_representation/{st.year}/{name}/{name}"
+        emb, sc = tile_arrays(st, g.height, g.width)
+        gb, sb = _npy_bytes(emb, st.header_pad), _npy_bytes(sc, st.header_pad)
+        for suffix, data in ((".npy", gb), ("_scales.npy", sb)):
+            p = root / (key + suffix)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if not p.exists() or p.stat().st_size != len(data):
+                p.write_bytes(data)
+        rows.append({
+            "version": st.version, "variant": VARIANT, "year": st.year, "lon": st.tile.lon, "lat": st.tile.lat,
+            "grid_path": f"s3://{bucket}/{key}.npy", "scales_path": f"s3://{bucket}/{key}_scales.npy",
+            "grid_size": len(gb), "scales_size": len(sb),
+            "grid_mtime": pd.Timestamp("2025-01-01", tz="UTC"), "scales_mtime": pd.Timestamp("2025-01-01", tz="UTC"),
+            "lon_i": np.int32(st.tile.lon_i), "lat_i": np.int32(st.tile.lat_i), "directory": f"{ddir}/{st.year}/{name}",
+        })
+    df = pd.DataFrame(rows)
+    df.to_parquet(root / "v1" / "manifest.parquet", index=False)
+    return root
+
+
+def read_tile(bucket_root: Path, grid_uri: str) -> np.ndarray:
+    """Load a sample tile's array straight from the files (the test reference)."""
+    key = grid_uri.split("/", 3)[3]
+    return np.load(bucket_root / key, mmap_mode="r")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """moto's standalone S3 server on 127.0.0.1, loaded with a bucket folder, anonymous reads allowed."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MotoServer:
+        exe = Path(sys.executable).with_name("moto_server")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        self.proc = subprocess.Popen(
+            [*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("moto server did not start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def load(self, bucket_root: Path) -> None:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.url, region_name="us-west-2",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        bucket = bucket_root.name
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+                  "Action": ["s3:GetObject", "s3:ListBucket"],
+                  "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        for p in sorted(bucket_root.rglob("*")):
+            if p.is_file():
+                s3.upload_fileobj(io.BytesIO(p.read_bytes()), bucket, p.relative_to(bucket_root).as_posix())
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def env_with_gdalrc(gdalrc: Path) -> dict[str, str]:
+    """The environment a GDAL tool needs: only where the tessvrt-written config file is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_"))}
+    env["GDAL_CONFIG_FILE"] = str(gdalrc)
+    return env

@@ -1,0 +1,221 @@
+"""GDAL VRT XML for tessvrt's layered layout (see docs/layout.md).
+
+Layers, each a plain VRT that GDAL 3.6+ opens:
+  tiles/<tile>.vrt     raw bands over the remote .npy (int8 as Byte, scales as Float32) and
+                       a mask band of the pixels the tile owns on its zone grid;
+  mosaic_<epsg>.vrt    integer-offset mosaic of the tile VRTs, each source restricted to its
+                       owned pixels (UseMaskBand); a LUT turns Byte into signed Int16 and
+                       invalid scales into NaN;
+  <name>.vrt           128 Float32 bands = mul(embedding, scale) over the mosaic.
+Derived bands sit only on top of the mosaic, never under it (SPEC: the mosaic-of-derived-bands
+pitfall returns wrong pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from .grid import PIXEL, Window
+
+BANDS = 128
+INT8_LUT = "0:0,127:127,128:-128,255:-1"  # Byte -> signed, works on GDAL 3.6 (no Int8 type)
+# Valid scales are finite and 0 < s < 1e6; every float32 outside that maps to NaN.
+SCALE_LUT = (
+    "-3.4028234663852886e+38:nan,0:nan,"
+    "1.401298464324817e-45:1.401298464324817e-45,"
+    "999999.9375:999999.9375,1000000:nan"
+)
+
+
+def band_name(i: int) -> str:
+    return f"embedding_{i:03d}"
+
+
+@dataclass(frozen=True)
+class RawTile:
+    """Byte layout of one tile's two objects, as GDAL paths."""
+
+    grid_path: str
+    scales_path: str
+    grid_offset: int  # first data byte of the embeddings .npy
+    scales_offset: int
+    scale_bands: int  # 1 for (H, W) scales, 128 for (H, W, 128)
+    width: int
+    height: int
+
+
+def _srs_gt(epsg: int, gt: tuple[float, ...]) -> str:
+    return (
+        f'  <SRS dataAxisToSRSAxisMapping="1,2">EPSG:{epsg}</SRS>\n'
+        f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>\n"
+    )
+
+
+def _rect(tag: str, x: int, y: int, w: int, h: int) -> str:
+    return f'<{tag} xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/>'
+
+
+def _const_source(const: str, x: int, y: int, w: int, h: int, value: int) -> str:
+    return (
+        f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(const)}</SourceFilename>'
+        f"<SourceBand>1</SourceBand>{_rect('SrcRect', 0, 0, 1, 1)}{_rect('DstRect', x, y, w, h)}"
+        f"<ScaleOffset>{value}</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>"
+    )
+
+
+def mask_band(width: int, height: int, carve: list[tuple[int, int, int, int]], const: str) -> str:
+    """A mask band: everything owned (255), then the carve rectangles cleared to 0."""
+    parts = [_const_source(const, 0, 0, width, height, 255)]
+    parts += [_const_source(const, x, y, w, h, 0) for x, y, w, h in carve]
+    return '  <MaskBand><VRTRasterBand dataType="Byte">' + "".join(parts) + "</VRTRasterBand></MaskBand>\n"
+
+
+def tile_vrt(t: RawTile, epsg: int, gt: tuple[float, ...], mask: str) -> str:
+    """Raw bands over a tile's .npy pair, in the tile's native grid."""
+    gp, sp = escape(t.grid_path), escape(t.scales_path)
+    line = t.width * BANDS
+    out = [f'<VRTDataset rasterXSize="{t.width}" rasterYSize="{t.height}">\n', _srs_gt(epsg, gt)]
+    for b in range(BANDS):
+        out.append(
+            f'  <VRTRasterBand dataType="Byte" band="{b + 1}" subClass="VRTRawRasterBand">'
+            f'<SourceFilename relativeToVRT="0">{gp}</SourceFilename>'
+            f"<ImageOffset>{t.grid_offset + b}</ImageOffset><PixelOffset>{BANDS}</PixelOffset>"
+            f"<LineOffset>{line}</LineOffset></VRTRasterBand>\n"
+        )
+    step = 4 * t.scale_bands
+    for s in range(t.scale_bands):
+        out.append(
+            f'  <VRTRasterBand dataType="Float32" band="{BANDS + s + 1}" subClass="VRTRawRasterBand">'
+            f'<SourceFilename relativeToVRT="0">{sp}</SourceFilename>'
+            f"<ImageOffset>{t.scales_offset + 4 * s}</ImageOffset><PixelOffset>{step}</PixelOffset>"
+            f"<LineOffset>{t.width * step}</LineOffset><ByteOrder>LSB</ByteOrder></VRTRasterBand>\n"
+        )
+    out.append(mask)
+    out.append("</VRTDataset>\n")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class MosaicSource:
+    path: str  # relative to the mosaic VRT
+    scale_bands: int
+    src: tuple[int, int, int, int]  # x, y, w, h in the source
+    dst: tuple[int, int, int, int]  # x, y, w, h in the mosaic
+
+
+def window_gt(w: Window) -> tuple[float, ...]:
+    t = w.transform
+    return (t.c, t.a, t.b, t.f, t.d, t.e)
+
+
+def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) -> str:
+    """Bands 1-128: signed embeddings (Int16); then 1 or 128 scale bands (NaN = no data)."""
+    out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
+    out.append(_srs_gt(window.epsg, window_gt(window)))
+    heads = [
+        (
+            f'<SourceFilename relativeToVRT="1">{escape(s.path)}</SourceFilename>',
+            _rect("SrcRect", *s.src) + _rect("DstRect", *s.dst),
+        )
+        for s in sources
+    ]
+    for b in range(BANDS):
+        srcs = "".join(
+            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand>{rects}"
+            f"<LUT>{INT8_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
+            for fn, rects in heads
+        )
+        out.append(f'  <VRTRasterBand dataType="Int16" band="{b + 1}">{srcs}</VRTRasterBand>\n')
+    for s in range(scale_bands):
+        srcs = "".join(
+            f"<ComplexSource>{fn}<SourceBand>{BANDS + 1 + min(s, src.scale_bands - 1)}</SourceBand>"
+            f"{rects}<LUT>{SCALE_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
+            for (fn, rects), src in zip(heads, sources)
+        )
+        out.append(
+            f'  <VRTRasterBand dataType="Float32" band="{BANDS + 1 + s}">'
+            f"<NoDataValue>nan</NoDataValue>{srcs}</VRTRasterBand>\n"
+        )
+    out.append("</VRTDataset>\n")
+    return "".join(out)
+
+
+def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str]) -> str:
+    """The user-facing raster: band i = embedding_i * scale, NaN where no valid data."""
+    md = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in metadata.items())
+    out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
+    out.append(_srs_gt(window.epsg, window_gt(window)))
+    out.append(f"  <Metadata>{md}</Metadata>\n")
+    fn = f'<SourceFilename relativeToVRT="1">{escape(mosaic)}</SourceFilename>'
+    for b in range(BANDS):
+        sb = BANDS + 1 + (b if scale_bands > 1 else 0)
+        out.append(
+            f'  <VRTRasterBand dataType="Float32" band="{b + 1}" subClass="VRTDerivedRasterBand">'
+            f"<Description>{band_name(b)}</Description><NoDataValue>nan</NoDataValue>"
+            "<PixelFunctionType>mul</PixelFunctionType>"
+            '<PixelFunctionArguments propagateNoData="true"/>'
+            "<SourceTransferType>Float64</SourceTransferType>"
+            f"<SimpleSource>{fn}<SourceBand>{b + 1}</SourceBand></SimpleSource>"
+            f"<SimpleSource>{fn}<SourceBand>{sb}</SourceBand></SimpleSource>"
+            "</VRTRasterBand>\n"
+        )
+    out.append("</VRTDataset>\n")
+    return "".join(out)
+
+
+def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, ...], nbands: int) -> str:
+    """A tile's raw bands warped (nearest, exact transform) onto another zone's grid."""
+    from affine import Affine
+
+    dst_gt = window_gt(target)
+    inv_src = ~Affine.from_gdal(*src_gt)
+    inv_dst = ~Affine.from_gdal(*dst_gt)
+
+    def g(a: Affine) -> str:
+        return ",".join(repr(float(v)) for v in a.to_gdal())
+
+    bands = "".join(
+        f'  <VRTRasterBand dataType="{"Byte" if b < BANDS else "Float32"}" band="{b + 1}" subClass="VRTWarpedRasterBand"/>\n'
+        for b in range(nbands)
+    )
+    mapping = "".join(f'<BandMapping src="{b + 1}" dst="{b + 1}"/>' for b in range(nbands))
+    return (
+        f'<VRTDataset rasterXSize="{target.width}" rasterYSize="{target.height}" subClass="VRTWarpedDataset">\n'
+        + _srs_gt(target.epsg, dst_gt)
+        + bands
+        + "  <BlockXSize>256</BlockXSize><BlockYSize>256</BlockYSize>\n"
+        "  <GDALWarpOptions><WarpMemoryLimit>67108864</WarpMemoryLimit>"
+        "<ResampleAlg>NearestNeighbour</ResampleAlg><WorkingDataType>Float32</WorkingDataType>"
+        '<Option name="INIT_DEST">0</Option>'
+        f'<SourceDataset relativeToVRT="1">{escape(source)}</SourceDataset>'
+        "<Transformer><GenImgProjTransformer>"
+        f"<SrcGeoTransform>{','.join(repr(float(v)) for v in src_gt)}</SrcGeoTransform>"
+        f"<SrcInvGeoTransform>{g(inv_src)}</SrcInvGeoTransform>"
+        f"<DstGeoTransform>{','.join(repr(float(v)) for v in dst_gt)}</DstGeoTransform>"
+        f"<DstInvGeoTransform>{g(inv_dst)}</DstInvGeoTransform>"
+        "<ReprojectTransformer><ReprojectionTransformer>"
+        f"<SourceSRS>EPSG:{src_epsg}</SourceSRS><TargetSRS>EPSG:{target.epsg}</TargetSRS>"
+        "</ReprojectionTransformer></ReprojectTransformer>"
+        "</GenImgProjTransformer></Transformer>"
+        f"<BandList>{mapping}</BandList></GDALWarpOptions>\n</VRTDataset>\n"
+    )
+
+
+def placed_vrt(target: Window, warped: str, nbands: int, mask: str) -> str:
+    """A warped tile restricted to the pixels it owns on the target grid."""
+    fn = f'<SourceFilename relativeToVRT="1">{escape(warped)}</SourceFilename>'
+    out = [f'<VRTDataset rasterXSize="{target.width}" rasterYSize="{target.height}">\n']
+    out.append(_srs_gt(target.epsg, window_gt(target)))
+    for b in range(nbands):
+        dt = "Byte" if b < BANDS else "Float32"
+        out.append(
+            f'  <VRTRasterBand dataType="{dt}" band="{b + 1}"><SimpleSource>{fn}'
+            f"<SourceBand>{b + 1}</SourceBand></SimpleSource></VRTRasterBand>\n"
+        )
+    out.append(mask)
+    out.append("</VRTDataset>\n")
+    return "".join(out)
+
+
+__all__ = ["PIXEL", "RawTile", "MosaicSource", "tile_vrt", "mosaic_vrt", "dequant_vrt", "mask_band"]

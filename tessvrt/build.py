@@ -172,12 +172,14 @@ class _Writer:
 
 def _write_const(path: Path) -> None:
     """A 1x1 Byte GeoTIFF: constant source for mask rectangles (ScaleRatio 0 ignores its value)."""
-    import rasterio
-    from affine import Affine
+    import warnings
 
-    with rasterio.open(path, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8",
-                       transform=Affine.identity() * Affine.scale(1, -1)) as d:
-        d.write(np.full((1, 1, 1), 255, np.uint8))
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it has no georeferencing on purpose
+        with rasterio.open(path, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8") as d:
+            d.write(np.full((1, 1, 1), 255, np.uint8))
 
 
 def build(

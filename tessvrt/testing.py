@@ -74,7 +74,8 @@ def tile_arrays(st: SampleTile, height: int, width: int) -> tuple[np.ndarray, np
     s[5, 2] = -0.5
     s[6, 3] = np.inf
     if st.scales_3d:
-        s3 = np.repeat(s[:, :, None], 128, axis=2) * (1 + np.arange(128, dtype=np.float32) / 256)
+        with np.errstate(over="ignore"):  # the sentinel stripe overflows to inf: still invalid
+            s3 = np.repeat(s[:, :, None], 128, axis=2) * (1 + np.arange(128, dtype=np.float32) / 256)
         s3[:, :, 7] = np.where(rr % 50 == 0, 0.0, s3[:, :, 7])  # band-specific invalid scales
         return emb, s3.astype(np.float32)
     return emb, s

@@ -1,0 +1,89 @@
+"""Session fixtures: a generated sample bucket served by a real S3 server on 127.0.0.1, and the
+GDAL configuration file written by `tessvrt gdal-config` that every GDAL reader in the tests uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessvrt.testing import MotoServer, build_sample, env_with_gdalrc
+
+HERE = Path(__file__).parent
+TESSVRT = [sys.executable, "-m", "tessvrt"]
+
+
+@pytest.fixture(scope="session")
+def bucket_root(tmp_path_factory) -> Path:
+    return build_sample(tmp_path_factory.mktemp("bucket"))
+
+
+@pytest.fixture(scope="session")
+def s3(bucket_root):
+    with MotoServer() as srv:
+        srv.load(bucket_root)
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def gdalrc(s3, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gdal") / "gdalrc"
+    run_cli("gdal-config", "--endpoint", s3.url, "--config-file", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("TESSVRT_CACHE_DIR", str(Path(env.get("TMPDIR", "/tmp")) / "tessvrt-test-cache"))
+    p = subprocess.run([*TESSVRT, *args], capture_output=True, text=True, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"tessvrt {' '.join(args)} failed:\n{p.stderr}")
+    return p
+
+
+def interpreters() -> list:
+    """Python interpreters whose rasterio wheels bring different GDALs (3.10 here, 3.12 in CI's venv)."""
+    out = [pytest.param(sys.executable, id="py311-gdal3.10")]
+    py312 = os.environ.get("TESSVRT_PY312")
+    out.append(pytest.param(py312, id="py312-gdal3.12",
+                            marks=pytest.mark.skipif(not py312, reason="TESSVRT_PY312 not set (.ci/run sets it)")))
+    return out
+
+
+def gdal_read(python: str, vrt: Path, gdalrc: Path, windows: list, bands: list[int] | None, tmp: Path):
+    """Read windows through GDAL in a separate interpreter, configured only by the gdalrc."""
+    out = tmp / f"read_{abs(hash((python, str(vrt), json.dumps(windows))))}.npz"
+    spec = json.dumps({"windows": windows, "bands": bands})
+    p = subprocess.run([python, str(HERE / "gdal_read.py"), str(vrt), str(out), spec],
+                       capture_output=True, text=True, env=env_with_gdalrc(gdalrc))
+    assert p.returncode == 0, p.stderr
+    d = np.load(out)
+    return json.loads(str(d["meta"])), [d[f"w{i}"] for i in range(len(windows))]
+
+
+def assert_same(got: np.ndarray, ref: np.ndarray, what: str) -> None:
+    same = (got == ref) | (np.isnan(got) & np.isnan(ref))
+    assert got.shape == ref.shape, what
+    if not same.all():
+        idx = tuple(np.argwhere(~same)[0])
+        raise AssertionError(f"{what}: {int((~same).sum())} of {same.size} pixels differ; first at {idx}: "
+                             f"got {got[idx]!r}, expected {ref[idx]!r}")
+
+
+@pytest.fixture(scope="session")
+def gdal_bin() -> str:
+    exe = shutil.which("gdal_translate")
+    if not exe:
+        pytest.skip("Debian gdal-bin not installed (.ci/run installs it)")
+    return exe

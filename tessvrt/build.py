@@ -230,7 +230,7 @@ def build(
     grids = tile_grids(present)
     sources = [
         _raw_layout(t, g, r, ep, vsi, bucket)
-        for t, g, (_, r) in zip(present, grids, rows.iterrows())
+        for t, g, (_, r) in zip(present, grids, rows.iterrows(), strict=False)
     ]
 
     by_zone: dict[int, list[TileSource]] = {}
@@ -250,7 +250,7 @@ def build(
         # native tiles: raw VRT with an ownership mask on their own zone grid
         for epsg, zs in by_zone.items():
             owns = ownerships([s.tile for s in zs], [s.grid.window for s in zs])
-            for s, own in zip(zs, owns):
+            for s, own in zip(zs, owns, strict=False):
                 g = s.grid
                 w.write(f"tiles/{s.tile.name}.vrt", vrt.tile_vrt(s.raw, epsg, g.transform.to_gdal(), w.mask(own, 1)))
             zone_windows[epsg] = _region_window(epsg, [s.grid.window for s in zs], box)
@@ -323,7 +323,7 @@ def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, sca
     foot = [_footprint(s.tile, main_epsg) for s in others]
     owns = ownerships([s.tile for s in others], foot)
     placed: list[vrt.MosaicSource] = []
-    for s, fw, own in zip(others, foot, owns):
+    for s, fw, own in zip(others, foot, owns, strict=False):
         nb = vrt.BANDS + s.raw.scale_bands
         name = s.tile.name
         # a maskless copy of the raw tile, so the warper sees every source pixel
@@ -333,7 +333,7 @@ def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, sca
     windows = [s.grid.window for s in native] + foot
     main = _region_window(main_epsg, windows, box)
     srcs = _sources(main, native, "tiles")
-    for s, fw in zip(others, foot):
+    for s, fw in zip(others, foot, strict=False):
         part = main.intersection(fw)
         if part is None:
             continue

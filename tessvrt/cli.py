@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,14 +23,14 @@ def _fail(msg: str) -> None:
 def build(
     output: Path = typer.Option(..., "-o", "--output", help="VRT to write, e.g. london.vrt"),
     year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
-    bbox: Optional[str] = typer.Option(None, help="W,S,E,N in degrees"),
-    tile: Optional[list[str]] = typer.Option(None, help="LON,LAT of a tile centre (repeatable)"),
+    bbox: str | None = typer.Option(None, help="W,S,E,N in degrees"),
+    tile: list[str] | None = typer.Option(None, help="LON,LAT of a tile centre (repeatable)"),
     dataset: str = typer.Option("v1", help="Dataset folder in the bucket (v1, v1.1)"),
-    variant: Optional[str] = typer.Option(None, help="Manifest variant (default: the most complete)"),
-    manifest: Optional[str] = typer.Option(None, help="Manifest path or URL instead of the bucket's"),
-    endpoint: Optional[str] = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
+    variant: str | None = typer.Option(None, help="Manifest variant (default: the most complete)"),
+    manifest: str | None = typer.Option(None, help="Manifest path or URL instead of the bucket's"),
+    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
     vsi: str = typer.Option("s3", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
-    crs: Optional[str] = typer.Option(None, help="UTM EPSG code of the main VRT when zones differ"),
+    crs: str | None = typer.Option(None, help="UTM EPSG code of the main VRT when zones differ"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel."""
     from .build import build as run
@@ -51,8 +50,8 @@ def build(
 
 @app.command("gdal-config")
 def gdal_config(
-    config_file: Optional[Path] = typer.Option(None, help="File to write (default ~/.gdal/gdalrc)"),
-    endpoint: Optional[str] = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
+    config_file: Path | None = typer.Option(None, help="File to write (default ~/.gdal/gdalrc)"),
+    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
     print_only: bool = typer.Option(False, "--print", help="Only print the merged file"),
 ) -> None:
     """Let gdalinfo, gdal_translate, rasterio and QGIS read tessvrt VRTs with no environment variables."""

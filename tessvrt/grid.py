@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from affine import Affine
@@ -22,12 +22,12 @@ _EDGE_SAMPLES = 41  # points per cell edge when tracing boundaries
 _EXACT_TOL = 0.05  # metres; pixel centres closer than this to a traced edge are checked exactly
 
 
-@lru_cache(maxsize=None)
+@cache
 def _to_utm(epsg: int) -> Transformer:
     return Transformer.from_crs(4326, epsg, always_xy=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _to_lonlat(epsg: int) -> Transformer:
     return Transformer.from_crs(epsg, 4326, always_xy=True)
 
@@ -242,7 +242,7 @@ class Ownership:
                 edge = np.clip(lo_hi[:, side], 0, span)
                 starts = np.flatnonzero(np.diff(edge, prepend=-1))
                 ends = np.append(starts[1:], along)
-                for s, e in zip(starts, ends):
+                for s, e in zip(starts, ends, strict=False):
                     v = int(edge[s])
                     a, b = (0, v) if side == 0 else (v, span)
                     if b > a:

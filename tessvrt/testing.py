@@ -95,7 +95,7 @@ def build_sample(folder: Path, tiles: list[SampleTile] | None = None, bucket: st
     root = folder / bucket
     rows = []
     grids = tile_grids([st.tile for st in tiles])
-    for st, g in zip(tiles, grids):
+    for st, g in zip(tiles, grids, strict=False):
         ddir = _dataset_dir(st.version)
         name = st.tile.name
         key = f"{ddir}/global_0.1_degree_representation/{st.year}/{name}/{name}"
@@ -114,7 +114,10 @@ def build_sample(folder: Path, tiles: list[SampleTile] | None = None, bucket: st
             "lon_i": np.int32(st.tile.lon_i), "lat_i": np.int32(st.tile.lat_i), "directory": f"{ddir}/{st.year}/{name}",
         })
     df = pd.DataFrame(rows)
-    df.to_parquet(root / "v1" / "manifest.parquet", index=False)
+    # one manifest holding both versions, served under each dataset folder
+    for ddir in ("v1", "v1.1"):
+        (root / ddir).mkdir(parents=True, exist_ok=True)
+        df.to_parquet(root / ddir / "manifest.parquet", index=False)
     return root
 
 

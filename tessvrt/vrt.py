@@ -131,7 +131,7 @@ def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) ->
         srcs = "".join(
             f"<ComplexSource>{fn}<SourceBand>{BANDS + 1 + min(s, src.scale_bands - 1)}</SourceBand>"
             f"{rects}<LUT>{SCALE_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
-            for (fn, rects), src in zip(heads, sources)
+            for (fn, rects), src in zip(heads, sources, strict=False)
         )
         out.append(
             f'  <VRTRasterBand dataType="Float32" band="{BANDS + 1 + s}">'

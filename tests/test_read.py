@@ -63,7 +63,7 @@ def check(python, vrt, gdalrc, bucket_root, tmp_path, bands=BANDS, seed=0):
     wins = windows_for(rec, np.random.default_rng(seed))
     meta, arrays = gdal_read(python, vrt, gdalrc, wins, bands, tmp_path)
     g = rec["main"]["window"]
-    for (x, y, ww, hh), got in zip(wins, arrays):
+    for (x, y, ww, hh), got in zip(wins, arrays, strict=False):
         ref = expected(bucket_root, rec, g["epsg"], g["col0"] + x, g["row0"] - y, ww, hh, [b - 1 for b in bands])
         assert_same(got, ref, f"{vrt.name} window {(x, y, ww, hh)} on GDAL {meta['gdal']}")
     return meta, arrays

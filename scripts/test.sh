@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run it.
+#  - Debian gdal-bin (GDAL 3.6 CLI tools) for the compatibility tests
+#  - .venv: python3 (3.11) + tessvrt + test extras (rasterio wheel = GDAL 3.10)
+#  - .venv312: python3.12 + rasterio 1.5 wheel (GDAL 3.12) for the same reads
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v gdalinfo >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+PY312=""
+for c in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+  if "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then PY312=$c; break; fi
+done
+if [ -n "$PY312" ]; then
+  [ -x .venv312/bin/python ] || "$PY312" -m venv .venv312
+  .venv312/bin/pip install -q --disable-pip-version-check 'rasterio>=1.5' numpy
+  export TESSVRT_PY312="$PWD/.venv312/bin/python"
+fi
+.venv/bin/ruff check tessvrt tests scripts
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,119 @@
+"""Bad input: one clear line, non-zero exit, no traceback, nothing half-written left behind."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tessvrt.build import BBox
+from tessvrt.errors import TessvrtError
+
+
+def assert_clean_failure(p, tmp_path, needle: str) -> None:
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessvrt: error:"), p.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in p.stderr
+    assert not [f for f in os.listdir(tmp_path) if f != "manifest.parquet"], os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("bbox, needle", [
+    ("1,2,3", "four numbers"),
+    ("a,b,c,d", "four numbers"),
+    ("4.3,88.0,4.0,88.3", "inverted"),
+    ("4.0,88.3,4.3,88.0", "inverted"),
+    ("-200,10,10,20", "out of range"),
+    ("0,-95,1,1", "out of range"),
+    ("nan,1,2,3", "finite"),
+])
+def test_bad_bbox(bbox, needle, tmp_path, s3):
+    p = run_cli("build", f"--bbox={bbox}", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
+    assert_clean_failure(p, tmp_path, needle)
+
+
+def test_no_tiles_for_region_or_year(tmp_path, s3):
+    p = run_cli("build", "--bbox", "20,20,20.2,20.2", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
+    assert_clean_failure(p, tmp_path, "none of the 4 requested tile(s)")
+    p = run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "1999", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
+    assert_clean_failure(p, tmp_path, "no tiles for year 1999")
+
+
+def test_bad_manifests(tmp_path, s3):
+    junk = tmp_path / "manifest.parquet"
+    junk.write_bytes(b"not parquet at all")
+    p = run_cli("build", "--bbox", "4,88,4.3,88.3", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--manifest", str(junk), check=False)
+    assert_clean_failure(p, tmp_path, "not a readable parquet")
+    pd.DataFrame({"version": ["1.0"], "year": [2024]}).to_parquet(junk)
+    p = run_cli("build", "--bbox", "4,88,4.3,88.3", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--manifest", str(junk), check=False)
+    assert_clean_failure(p, tmp_path, "lacks column(s)")
+    p = run_cli("build", "--bbox", "4,88,4.3,88.3", "--year", "2024", "-o", str(tmp_path / "x.vrt"),
+                "--manifest", str(tmp_path / "nope.parquet"), check=False)
+    assert_clean_failure(p, tmp_path, "does not exist")
+
+
+def test_manifest_paths_outside_bucket_refused(tmp_path, s3, bucket_root):
+    df = pd.read_parquet(bucket_root / "v1" / "manifest.parquet")
+    df.loc[df.index[0], "grid_path"] = "s3://someone-else/x.npy"
+    df.loc[df.index[1], "grid_path"] = "/etc/passwd"
+    m = tmp_path / "manifest.parquet"
+    df.to_parquet(m)
+    for tile in ("4.05,88.25", "4.15,88.25"):
+        p = run_cli("build", "--tile", tile, "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--manifest", str(m),
+                    "--endpoint", s3.url, check=False)
+        assert_clean_failure(p, tmp_path, "grid_4")
+
+
+def test_unwritable_output(tmp_path, s3):
+    p = run_cli("build", "--bbox", "4,88,4.3,88.3", "--year", "2024", "-o", str(tmp_path / "no" / "x.vrt"),
+                "--endpoint", s3.url, check=False)
+    assert_clean_failure(p, tmp_path, "does not exist")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    if os.access(ro, os.W_OK):  # root ignores permissions: use a path that is a file instead
+        ro.rmdir()
+        ro.write_text("")
+        target = ro / "x.vrt"
+    else:
+        target = ro / "x.vrt"
+    p = run_cli("build", "--bbox", "4,88,4.3,88.3", "--year", "2024", "-o", str(target), "--endpoint", s3.url, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_missing_tiles_reported_not_fatal(tmp_path, s3):
+    p = run_cli("build", "--bbox", "4.0,88.0,4.4,88.3", "--year", "2024", "-o", str(tmp_path / "x.vrt"),
+                "--endpoint", s3.url)
+    assert "3 tile(s) not in the manifest" in p.stderr and "grid_4.35_88.05" in p.stderr
+    info = run_cli("info", str(tmp_path / "x.vrt")).stdout
+    assert "tiles (9)" in info and "missing (3)" in info and "remote bytes" in info
+
+
+def test_versions_and_years_never_mixed(tmp_path, s3):
+    for args, tag in ((["--year", "2023"], "/2023/"), (["--year", "2024", "--dataset", "v1.1"], "v1.1/")):
+        out = tmp_path / "y.vrt"
+        run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", *args, "-o", str(out), "--endpoint", s3.url)
+        import json
+
+        rec = json.loads((tmp_path / "y.tessvrt" / "tessvrt.json").read_text())
+        assert len(rec["tiles"]) == 2 and all(tag in t["grid"] for t in rec["tiles"])
+
+
+@given(st.floats(-180, 180), st.floats(-90, 90), st.floats(0.001, 10), st.floats(0.001, 10))
+def test_bbox_parse_property(w, s, dw, dh):
+    e, n = w + dw, s + dh
+    text = f"{w!r},{s!r},{e!r},{n!r}"
+    if e > 180 or n > 90:
+        with pytest.raises(TessvrtError):
+            BBox.parse(text)
+        return
+    box = BBox.parse(text)
+    tiles = box.tiles()
+    assert tiles
+    for t in tiles:  # every selected cell intersects the box, and the corners' cells are selected
+        west, south, east, north = t.bounds
+        assert west <= e + 1e-9 and east >= w - 1e-9 and south <= n + 1e-9 and north >= s - 1e-9

@@ -1,0 +1,95 @@
+"""Pure unit tests: geometry against published tiles, ownership against per-pixel projection,
+gdal-config merging, npy headers, manifest ETag revalidation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tessvrt import npy
+from tessvrt.gdalconfig import gdal_config
+from tessvrt.grid import Tile, owner_cells, ownerships, tile_grids
+
+
+def test_published_tile_geometry():
+    g = tile_grids([Tile.at(0.05, 51.95)])[0]
+    assert g.epsg == 32631 and (g.width, g.height) == (732, 1140)
+    assert abs(g.origin_e - 293612.221) < 1e-3 and abs(g.origin_n - 5765288.255) < 1e-3
+    g = tile_grids([Tile.at(-99.95, 80.05)])[0]
+    assert (g.width, g.height) == (211, 1119)
+    assert tile_grids([Tile.at(10.05, -40.05)])[0].epsg == 32732
+
+
+@pytest.mark.parametrize("lon, lat", [(0.05, 51.95), (5.95, 84.05), (6.05, 84.05), (3.05, -84.95),
+                                      (179.95, 88.05), (-0.15, 51.45), (2.95, 0.05), (-179.95, -0.05)])
+def test_ownership_equals_per_pixel_projection(lon, lat):
+    t = Tile.at(lon, lat)
+    g = tile_grids([t])[0]
+    own = ownerships([t], [g.window])[0]
+    xs, ys = g.window.pixel_centres()
+    X, Y = np.meshgrid(xs, ys)
+    ci, cj = owner_cells(g.epsg, X, Y)
+    ref = (ci == t.cell[0]) & (cj == t.cell[1])
+    assert np.array_equal(own.mask(), ref)
+    carved = np.ones_like(ref)
+    for x, y, w, h in own.carve_rects():
+        carved[y:y + h, x:x + w] = False
+    assert np.array_equal(carved, ref)
+    assert 0.3 < ref.mean() <= 1.0
+
+
+def test_tile_names_and_parsing():
+    assert Tile.at(-0.05, 51.55).name == "grid_-0.05_51.55"
+    assert Tile.containing(-0.2, 51.4) == Tile.at(-0.15, 51.45)
+    with pytest.raises(ValueError):
+        Tile.at(0.1, 51.55)
+
+
+def test_npy_header_roundtrip():
+    h = npy.build_header("|i1", (1140, 732, 128))
+    assert len(h) == 128
+    p = npy.parse_header(h)
+    assert p.shape == (1140, 732, 128) and p.descr == "|i1" and p.data_offset == 128
+    with pytest.raises(ValueError):
+        npy.parse_header(b"PK\x03\x04 not npy")
+
+
+def test_gdal_config_merges_and_is_idempotent(tmp_path):
+    rc = tmp_path / "gdalrc"
+    rc.write_text("[configoptions]\nGDAL_CACHEMAX=512\n\n[credentials]\n\n[.mine]\npath=/vsis3/mine\nAWS_PROFILE=me\n"
+                  "\n[directives]\nignore-env-vars=no\n")
+    _, first = gdal_config(rc, endpoint="http://127.0.0.1:9999")
+    _, second = gdal_config(rc, endpoint="http://127.0.0.1:9999")
+    assert first == second == rc.read_text()
+    for kept in ("GDAL_CACHEMAX=512", "[.mine]", "AWS_PROFILE=me", "ignore-env-vars=no"):
+        assert kept in first
+    assert "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE=/vsis3/tessera-embeddings/" in first
+    assert "AWS_S3_ENDPOINT=127.0.0.1:9999" in first and "AWS_HTTPS=NO" in first
+    assert "=ALL" not in first
+    _, third = gdal_config(rc)  # back to AWS: endpoint lines gone, others kept
+    assert "AWS_S3_ENDPOINT" not in third and "AWS_REGION=us-west-2" in third and "GDAL_CACHEMAX=512" in third
+    assert third.count("[.tessvrt_tessera_embeddings]") == 1
+
+
+def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
+    from tessvrt import manifest
+    from tessvrt.s3 import Endpoint, S3Location
+
+    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path))
+    ep = Endpoint.parse(s3.url)
+    src = manifest.ManifestSource.resolve(None, "v1", ep)
+    calls = []
+    real = manifest._get_s3
+
+    def spy(endpoint, loc, etag):
+        body, tag = real(endpoint, loc, etag)
+        calls.append((etag, body is None))
+        return body, tag
+
+    monkeypatch.setattr(manifest, "_get_s3", spy)
+    p1 = src.fetch()
+    p2 = src.fetch()
+    assert p1 == p2 and p1.is_file()
+    assert calls[0] == (None, False)
+    assert calls[1][0] and calls[1][1], "second fetch must send If-None-Match and get a 304 with no body"
+    del S3Location

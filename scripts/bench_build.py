@@ -1,0 +1,76 @@
+"""Build speed on a synthetic 10,000-tile manifest (cached locally): seconds per 1,000 tiles.
+
+Baseline, same process: deciding tile ownership the naive way (projecting every pixel centre),
+which is what build would cost without tracing cell edges; printed as a ratio.
+
+usage: python scripts/bench_build.py
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tessvrt import build
+from tessvrt.grid import Tile, owner_cells, tile_grids
+from tessvrt.manifest import cache_dir
+
+LON0, LON1 = 0.0, 6.0  # one UTM zone, 60 tiles wide
+LAT0 = 40.0
+
+
+def synthetic_manifest() -> Path:
+    path = cache_dir() / "bench" / "manifest_10k.parquet"
+    if path.is_file():
+        return path
+    tiles = [Tile(i * 10 + 5, j * 10 + 5) for j in range(400, 400 + 167) for i in range(0, 60)]
+    grids = tile_grids(tiles)
+    rows = []
+    for t, g in zip(tiles, grids, strict=True):
+        key = f"v1/global_0.1_degree_representation/2024/{t.name}/{t.name}"
+        rows.append({"version": "1.0", "variant": "vultr", "year": 2024, "lon": t.lon, "lat": t.lat,
+                     "grid_path": f"s3://tessera-embeddings/{key}.npy", "scales_path": f"s3://tessera-embeddings/{key}_scales.npy",
+                     "grid_size": 128 + g.width * g.height * 128, "scales_size": 128 + g.width * g.height * 4})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def main() -> None:
+    manifest = synthetic_manifest()
+    out = Path(tempfile.mkdtemp(prefix="tessvrt-bench-"))
+    print(f"manifest: {manifest} (10,020 tiles, cached)")
+    print(f"{'tiles':>7} {'seconds':>8} {'s/1000 tiles':>13}")
+    per_k = []
+    try:
+        for rows in (17, 42, 84, 167):  # 60 tiles per row of cells
+            n_lat = rows / 10
+            t0 = time.perf_counter()
+            res = build(out / f"b{rows}.vrt", bbox=f"{LON0 + 1e-6},{LAT0 + 1e-6},{LON1 - 1e-6},{LAT0 + n_lat - 1e-6}",
+                        year=2024, manifest=str(manifest))
+            dt = time.perf_counter() - t0
+            n = len(res.tiles)
+            per_k.append(dt / n * 1000)
+            print(f"{n:>7} {dt:>8.2f} {per_k[-1]:>13.3f}")
+        # baseline: per-pixel ownership for a few tiles, extrapolated per 1,000 tiles
+        sample = [Tile(i * 10 + 5, 4505) for i in range(0, 60, 12)]
+        t0 = time.perf_counter()
+        for g in tile_grids(sample):
+            xs, ys = g.window.pixel_centres()
+            X, Y = np.meshgrid(xs, ys)
+            owner_cells(g.epsg, X, Y)
+        base = (time.perf_counter() - t0) / len(sample) * 1000
+        print(f"baseline (per-pixel ownership only): {base:.2f} s/1000 tiles")
+        print(f"ratio baseline / build at 10k tiles: {base / per_k[-1]:.1f}x; linearity (s/1000 at 10k vs 1k): "
+              f"{per_k[-1] / per_k[0]:.2f}")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

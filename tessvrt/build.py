@@ -254,7 +254,7 @@ def build(
                 g = s.grid
                 w.write(f"tiles/{s.tile.name}.vrt", vrt.tile_vrt(s.raw, epsg, g.transform.to_gdal(), w.mask(own, 1)))
             zone_windows[epsg] = _region_window(epsg, [s.grid.window for s in zs], box)
-            w.write(f"mosaic_{epsg}.vrt", vrt.mosaic_vrt(zone_windows[epsg], _sources(zone_windows[epsg], zs, "tiles"), scale_bands))
+            w.write(f"mosaic_{epsg}.vrt", vrt.mosaic_vrt(zone_windows[epsg], _sources(zone_windows[epsg], _native(zs)), scale_bands))
 
         metadata = {
             "TESSERA_DATASET_VERSION": sel.version,
@@ -302,18 +302,21 @@ def _main_epsg(by_zone: dict[int, list[TileSource]], crs: str | None) -> int:
     return max(by_zone, key=lambda e: (sum(math.cos(math.radians(s.tile.lat)) for s in by_zone[e]), -e))
 
 
-def _sources(window: Window, zs: list[TileSource], folder: str) -> list[vrt.MosaicSource]:
+def _sources(window: Window, placed: list[tuple[str, Window, int]]) -> list[vrt.MosaicSource]:
+    """Mosaic sources for (path, source window on this grid, scale bands), clipped to the window."""
     out = []
-    for s in zs:
-        tw = s.grid.window
+    for path, tw, nscale in placed:
         part = window.intersection(tw)
         if part is None:
             continue
         sx, sy = tw.offset_of(part)
         dx, dy = window.offset_of(part)
-        out.append(vrt.MosaicSource(f"{folder}/{s.tile.name}.vrt", s.raw.scale_bands,
-                                    (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
+        out.append(vrt.MosaicSource(path, nscale, (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
     return out
+
+
+def _native(zs: list[TileSource]) -> list[tuple[str, Window, int]]:
+    return [(f"tiles/{s.tile.name}.vrt", s.grid.window, s.raw.scale_bands) for s in zs]
 
 
 def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, scale_bands: int) -> Window:
@@ -322,7 +325,6 @@ def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, sca
     others = [s for e, zs in by_zone.items() if e != main_epsg for s in zs]
     foot = [_footprint(s.tile, main_epsg) for s in others]
     owns = ownerships([s.tile for s in others], foot)
-    placed: list[vrt.MosaicSource] = []
     for s, fw, own in zip(others, foot, owns, strict=False):
         nb = vrt.BANDS + s.raw.scale_bands
         name = s.tile.name
@@ -332,16 +334,8 @@ def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, sca
         w.write(f"warped/{name}_{main_epsg}_owned.vrt", vrt.placed_vrt(fw, f"{name}_{main_epsg}.vrt", nb, w.mask(own, 1)))
     windows = [s.grid.window for s in native] + foot
     main = _region_window(main_epsg, windows, box)
-    srcs = _sources(main, native, "tiles")
-    for s, fw in zip(others, foot, strict=False):
-        part = main.intersection(fw)
-        if part is None:
-            continue
-        sx, sy = fw.offset_of(part)
-        dx, dy = main.offset_of(part)
-        placed.append(vrt.MosaicSource(f"warped/{s.tile.name}_{main_epsg}_owned.vrt", s.raw.scale_bands,
-                                       (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
-    w.write("mosaic.vrt", vrt.mosaic_vrt(main, srcs + placed, scale_bands))
+    warped = [(f"warped/{s.tile.name}_{main_epsg}_owned.vrt", fw, s.raw.scale_bands) for s, fw in zip(others, foot, strict=True)]
+    w.write("mosaic.vrt", vrt.mosaic_vrt(main, _sources(main, _native(native) + warped), scale_bands))
     return main
 
 

@@ -126,30 +126,29 @@ def _header(endpoint: Endpoint, loc: S3Location) -> npy.NpyHeader:
         raise TessvrtError(f"{loc.uri}: {exc}") from None
 
 
+def _box_window(epsg: int, west: float, south: float, east: float, north: float, samples: int, margin: float) -> Window:
+    """Grid window covering a lon/lat box projected into a zone (edges densified, plus a margin in metres)."""
+    k = np.linspace(0, 1, samples)
+    lon = np.concatenate([west + (east - west) * k, np.full(samples, east), east - (east - west) * k, np.full(samples, west)])
+    lat = np.concatenate([np.full(samples, south), south + (north - south) * k, np.full(samples, north), north - (north - south) * k])
+    x, y = _to_utm(epsg).transform(lon, lat)
+    return Window.covering(epsg, float(np.min(x)) - margin, float(np.min(y)) - margin,
+                           float(np.max(x)) + margin, float(np.max(y)) + margin)
+
+
 def _region_window(epsg: int, windows: list[Window], bbox: BBox | None) -> Window:
     out = windows[0]
     for w in windows[1:]:
         out = out.union(w)
     if bbox is not None:
-        k = np.linspace(0, 1, 64)
-        lon = np.concatenate([bbox.west + (bbox.east - bbox.west) * k, np.full(64, bbox.east),
-                              bbox.east - (bbox.east - bbox.west) * k, np.full(64, bbox.west)])
-        lat = np.concatenate([np.full(64, bbox.south), bbox.south + (bbox.north - bbox.south) * k,
-                              np.full(64, bbox.north), bbox.north - (bbox.north - bbox.south) * k])
-        x, y = _to_utm(epsg).transform(lon, lat)
-        clip = Window.covering(epsg, float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y)))
+        clip = _box_window(epsg, bbox.west, bbox.south, bbox.east, bbox.north, 64, 0.0)
         out = out.intersection(clip) or out
     return out
 
 
 def _footprint(t: Tile, epsg: int) -> Window:
     """The cell's bounding window on another zone's grid."""
-    w, s, e, n = t.bounds
-    k = np.linspace(0, 1, 16)
-    lon = np.concatenate([w + 0.1 * k, np.full(16, e), w + 0.1 * k, np.full(16, w)])
-    lat = np.concatenate([np.full(16, s), s + 0.1 * k, np.full(16, n), s + 0.1 * k])
-    x, y = _to_utm(epsg).transform(lon, lat)
-    return Window.covering(epsg, float(np.min(x)) - 10, float(np.min(y)) - 10, float(np.max(x)) + 10, float(np.max(y)) + 10)
+    return _box_window(epsg, *t.bounds, 16, 10.0)
 
 
 class _Writer:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from .grid import PIXEL, Window
+from .grid import Window
 
 BANDS = 128
 INT8_LUT = "0:0,127:127,128:-128,255:-1"  # Byte -> signed, works on GDAL 3.6 (no Int8 type)
@@ -218,4 +218,4 @@ def placed_vrt(target: Window, warped: str, nbands: int, mask: str) -> str:
     return "".join(out)
 
 
-__all__ = ["PIXEL", "RawTile", "MosaicSource", "tile_vrt", "mosaic_vrt", "dequant_vrt", "mask_band"]
+__all__ = ["RawTile", "MosaicSource", "tile_vrt", "mosaic_vrt", "dequant_vrt", "mask_band"]

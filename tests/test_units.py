@@ -73,7 +73,7 @@ def test_gdal_config_merges_and_is_idempotent(tmp_path):
 
 def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
     from tessvrt import manifest
-    from tessvrt.s3 import Endpoint, S3Location
+    from tessvrt.s3 import Endpoint
 
     monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path))
     ep = Endpoint.parse(s3.url)
@@ -92,4 +92,3 @@ def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
     assert p1 == p2 and p1.is_file()
     assert calls[0] == (None, False)
     assert calls[1][0] and calls[1][1], "second fetch must send If-None-Match and get a 304 with no body"
-    del S3Location

@@ -158,7 +158,7 @@ class _Writer:
         self.folder = folder
         (folder / "tiles").mkdir(parents=True)
         self._const = "one.tif"
-        _write_const(folder / self._const)
+        self._const_size = (1, 1)
 
     def write(self, rel: str, text: str) -> None:
         p = self.folder / rel
@@ -166,19 +166,30 @@ class _Writer:
         p.write_text(text)
 
     def mask(self, own, depth: int) -> str:
+        cw, ch = self._const_size
+        self._const_size = (max(cw, own.window.width), max(ch, own.window.height))
         return vrt.mask_band(own.window.width, own.window.height, own.carve_rects(), "../" * depth + self._const)
 
+    def close(self) -> None:
+        _write_const(self.folder / self._const, *self._const_size)
 
-def _write_const(path: Path) -> None:
-    """A 1x1 Byte GeoTIFF: constant source for mask rectangles (ScaleRatio 0 ignores its value)."""
+
+def _write_const(path: Path, width: int, height: int) -> None:
+    """An empty sparse GeoTIFF as large as the largest mask: the constant source of mask rectangles.
+
+    Each rectangle reads it 1:1 (SrcRect = DstRect) and ScaleRatio 0 ignores its values. A 1x1 source
+    stretched over a rectangle is NOT safe: GDAL drops it when a read window holds only the rectangle's
+    last row (found on GDAL 3.10 and 3.12: pixels of a tile's last row read as not owned).
+    """
     import warnings
 
     import rasterio
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it has no georeferencing on purpose
-        with rasterio.open(path, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8") as d:
-            d.write(np.full((1, 1, 1), 255, np.uint8))
+        with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+                           tiled=True, blockxsize=512, blockysize=512, sparse_ok=True, compress="deflate"):
+            pass
 
 
 def build(
@@ -281,6 +292,7 @@ def build(
             written[out.name] = vrt.dequant_vrt(main_window, f"{sidecar.name}/mosaic_{main_epsg}.vrt", scale_bands,
                                                 {**metadata, "TESSVRT_ZONE": f"EPSG:{main_epsg}"})
             zone_vrts[main_epsg] = out
+        w.close()
         record = _record(sel, src.location, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands)
         (folder / RECORD).write_text(json.dumps(record, indent=1))
         for name, text in written.items():

@@ -59,7 +59,7 @@ def _rect(tag: str, x: int, y: int, w: int, h: int) -> str:
 def _const_source(const: str, x: int, y: int, w: int, h: int, value: int) -> str:
     return (
         f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(const)}</SourceFilename>'
-        f"<SourceBand>1</SourceBand>{_rect('SrcRect', 0, 0, 1, 1)}{_rect('DstRect', x, y, w, h)}"
+        f"<SourceBand>1</SourceBand>{_rect('SrcRect', x, y, w, h)}{_rect('DstRect', x, y, w, h)}"
         f"<ScaleOffset>{value}</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>"
     )
 

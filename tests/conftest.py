@@ -74,8 +74,8 @@ def gdal_read(python: str, vrt: Path, gdalrc: Path, windows: list, bands: list[i
 
 
 def assert_same(got: np.ndarray, ref: np.ndarray, what: str) -> None:
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
     same = (got == ref) | (np.isnan(got) & np.isnan(ref))
-    assert got.shape == ref.shape, what
     if not same.all():
         idx = tuple(np.argwhere(~same)[0])
         raise AssertionError(f"{what}: {int((~same).sum())} of {same.size} pixels differ; first at {idx}: "

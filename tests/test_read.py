@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -49,7 +50,13 @@ def windows_for(record: dict, rng: np.random.Generator, n_random: int = 6) -> li
         wins.append([int(min(max(c - 15, 0), W - 30)), int(rng.integers(0, H - 150)), 30, 150])
     for r in np.flatnonzero(np.diff(cj))[:3]:
         wins.append([0, int(min(max(r - 20, 0), H - 40)), W, 40])
-    return wins
+    # thin windows that start on a tile's last row/column or just after it: GDAL computes source
+    # windows per request, and rounding there once dropped a tile's last row (see build._write_const)
+    for c in np.flatnonzero(np.diff(ci))[:3]:
+        wins += [[int(c) + d, int(rng.integers(0, H - 150)), k, 150] for d, k in ((-1, 2), (0, 1), (1, 1), (0, 3))]
+    for r in np.flatnonzero(np.diff(cj))[:3]:
+        wins += [[0, int(r) + d, W, k] for d, k in ((-1, 2), (0, 1), (1, 1), (0, 3))]
+    return [[x, y, min(ww, W - x), min(hh, H - y)] for x, y, ww, hh in wins]
 
 
 def check(python, vrt, gdalrc, bucket_root, tmp_path, bands=BANDS, seed=0):
@@ -92,7 +99,7 @@ def test_all_bands_window(python, built, gdalrc, bucket_root, tmp_path):
 @pytest.mark.parametrize("name", ["cross", "cross_utm31n", "cross_utm32n", "south"])
 def test_zones_and_south(python, name, built, gdalrc, bucket_root, tmp_path):
     vrt = built["cross"].with_name(name + ".vrt") if name.startswith("cross") else built[name]
-    check(python, vrt, gdalrc, bucket_root, tmp_path, seed=hash(name) % 1000)
+    check(python, vrt, gdalrc, bucket_root, tmp_path, seed=zlib.crc32(name.encode()))
 
 
 def test_gdal36_cli(built, gdalrc, bucket_root, tmp_path, gdal_bin):

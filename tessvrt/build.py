@@ -157,13 +157,13 @@ class _Writer:
     def __init__(self, folder: Path):
         self.folder = folder
         (folder / "tiles").mkdir(parents=True)
+        (folder / "warped").mkdir()
         self._const = "one.tif"
         self._const_size = (1, 1)
 
     def write(self, rel: str, text: str) -> None:
-        p = self.folder / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        with open(self.folder / rel, "wb") as f:
+            f.write(text.encode())
 
     def mask(self, own, depth: int) -> str:
         cw, ch = self._const_size
@@ -238,10 +238,8 @@ def build(
         )
     rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
     grids = tile_grids(present)
-    sources = [
-        _raw_layout(t, g, r, ep, vsi, bucket)
-        for t, g, (_, r) in zip(present, grids, rows.iterrows(), strict=False)
-    ]
+    records = rows[["grid_path", "scales_path", "grid_size", "scales_size"]].to_dict("records")
+    sources = [_raw_layout(t, g, r, ep, vsi, bucket) for t, g, r in zip(present, grids, records, strict=True)]
 
     by_zone: dict[int, list[TileSource]] = {}
     for s in sources:
@@ -253,9 +251,9 @@ def build(
     stem = out.name[:-4]
     sidecar = out.with_name(stem + SIDECAR_SUFFIX)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=parent))
+    w = _Writer(tmp / sidecar.name)
     try:
-        folder = tmp / sidecar.name
-        w = _Writer(folder)
+        folder = w.folder
         zone_windows: dict[int, Window] = {}
         # native tiles: raw VRT with an ownership mask on their own zone grid
         for epsg, zs in by_zone.items():
@@ -294,7 +292,7 @@ def build(
             zone_vrts[main_epsg] = out
         w.close()
         record = _record(sel, src.location, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands)
-        (folder / RECORD).write_text(json.dumps(record, indent=1))
+        (folder / RECORD).write_text(json.dumps(record))
         for name, text in written.items():
             (tmp / name).write_text(text)
         _publish(tmp, parent, [sidecar.name, *written])

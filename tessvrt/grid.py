@@ -222,6 +222,10 @@ class Ownership:
     window: Window
     cols: np.ndarray  # (height, 2) owned column interval per row
     rows: np.ndarray  # (width, 2) owned row interval per column
+    carve: np.ndarray  # (n, 4) rectangles x, y, w, h that, cleared from the full window, leave the owned set
+
+    def carve_rects(self) -> np.ndarray:
+        return self.carve
 
     def mask(self) -> np.ndarray:
         c = np.arange(self.window.width)[None, :]
@@ -233,119 +237,121 @@ class Ownership:
             & (r < self.rows[:, 1][None, :])
         )
 
-    def carve_rects(self) -> list[tuple[int, int, int, int]]:
-        """Rectangles (x, y, w, h) to clear from a full window to leave exactly the owned set."""
-        w, h = self.window.width, self.window.height
-        rects: list[tuple[int, int, int, int]] = []
-        for lo_hi, along, span in ((self.cols, h, w), (self.rows, w, h)):
-            for side in (0, 1):
-                edge = np.clip(lo_hi[:, side], 0, span)
-                starts = np.flatnonzero(np.diff(edge, prepend=-1))
-                ends = np.append(starts[1:], along)
-                for s, e in zip(starts, ends, strict=False):
-                    v = int(edge[s])
-                    a, b = (0, v) if side == 0 else (v, span)
-                    if b > a:
-                        if lo_hi is self.cols:
-                            rects.append((a, int(s), b - a, int(e - s)))
-                        else:
-                            rects.append((int(s), a, int(e - s), b - a))
-        return rects
-
-
-def _first_at_or_after(boundary: np.ndarray) -> np.ndarray:
-    """Index k of the first pixel centre 10*k + 5 >= boundary (boundary in metres)."""
-    return np.ceil((boundary - 5.0) / PIXEL).astype(np.int64)
-
-
 def ownerships(tiles: list[Tile], windows: list[Window]) -> list[Ownership]:
     """Owned pixel sets of tiles on given windows of one zone grid, traced along cell edges.
 
     Each cell edge is projected at _EDGE_SAMPLES points and interpolated, which costs
     O(width + height) per tile instead of a projection per pixel; any pixel centre that
     lands within _EXACT_TOL of a traced edge is decided by projecting it exactly, so the
-    result equals owner_cells() evaluated on every pixel.
+    result equals owner_cells() evaluated on every pixel. All tiles are traced at once.
     """
     if not tiles:
         return []
     epsg = windows[0].epsg
     fwd = _to_utm(epsg)
-    n = len(tiles)
     t = np.linspace(-0.5, 1.5, _EDGE_SAMPLES)  # edge parameter, half a cell of margin each side
     bnd = np.array([tl.bounds for tl in tiles])  # west, south, east, north
-    # meridians (lon fixed, lat varies) and parallels (lat fixed, lon varies)
+    cells = np.array([tl.cell for tl in tiles])  # (n, 2): floor(10 lon), floor(10 lat)
+    # meridians (lon fixed, lat varies) and parallels (lat fixed, lon varies), both sides
     mer_lon = np.stack([bnd[:, 0], bnd[:, 2]], 1)[:, :, None].repeat(_EDGE_SAMPLES, 2)
     mer_lat = (bnd[:, 1:2] + 0.1 * t[None, :])[:, None, :].repeat(2, 1)
     par_lat = np.stack([bnd[:, 1], bnd[:, 3]], 1)[:, :, None].repeat(_EDGE_SAMPLES, 2)
     par_lon = (bnd[:, 0:1] + 0.1 * t[None, :])[:, None, :].repeat(2, 1)
-    mx, my = fwd.transform(mer_lon, mer_lat)
-    px, py = fwd.transform(par_lon, par_lat)
-    mx, my, px, py = (np.asarray(a) for a in (mx, my, px, py))
+    mx, my = (np.asarray(a) for a in fwd.transform(mer_lon, mer_lat))
+    px, py = (np.asarray(a) for a in fwd.transform(par_lon, par_lat))
 
-    results = []
-    checks: list[tuple[int, str, int, np.ndarray, np.ndarray, np.ndarray]] = []
-    for k in range(n):
-        win = windows[k]
-        xs, ys = win.pixel_centres()
-        cols = np.empty((win.height, 2), np.int64)
-        rows = np.empty((win.width, 2), np.int64)
-        for side in (0, 1):
-            # meridian side: boundary easting per row; first owned-or-east column
-            xb = np.interp(ys, my[k, side], mx[k, side])
-            kcol = _first_at_or_after(xb) - win.col0
-            cols[:, side] = kcol
-            d_prev = np.abs(PIXEL * (kcol - 1 + win.col0) + 5.0 - xb)
-            d_here = np.abs(PIXEL * (kcol + win.col0) + 5.0 - xb)
-            amb = np.flatnonzero((d_prev < _EXACT_TOL) | (d_here < _EXACT_TOL))
-            if amb.size:
-                checks.append((k, "col", side, amb, kcol[amb], ys[amb]))
-            # parallel side: boundary northing per column; first owned-or-north row index J
-            yb = np.interp(xs, px[k, side], py[k, side])
-            jrow = _first_at_or_after(yb)
-            d_prev = np.abs(PIXEL * (jrow - 1) + 5.0 - yb)
-            d_here = np.abs(PIXEL * jrow + 5.0 - yb)
-            amb = np.flatnonzero((d_prev < _EXACT_TOL) | (d_here < _EXACT_TOL))
-            if amb.size:
-                checks.append((k, "row", side, amb, jrow[amb], xs[amb]))
-            # window row r has J = row0 - r: J >= jrow  <=>  r <= row0 - jrow
-            rows[:, 1 - side] = win.row0 - jrow + 1
-        results.append((cols, rows))
-    _resolve_exact(epsg, tiles, windows, results, checks)
-    return [Ownership(windows[k], results[k][0], results[k][1]) for k in range(n)]
+    col0 = np.array([w.col0 for w in windows])
+    row0 = np.array([w.row0 for w in windows])
+    heights = np.array([w.height for w in windows])
+    widths = np.array([w.width for w in windows])
+    # every row of every window (for meridians), every column (for parallels), end to end
+    ys = PIXEL * (np.repeat(row0 + _starts(heights), heights) - np.arange(heights.sum())) + 5.0
+    xs = PIXEL * (np.repeat(col0 - _starts(widths), widths) + np.arange(widths.sum())) + 5.0
+    cols = np.empty((ys.size, 2), np.int64)
+    rows = np.empty((xs.size, 2), np.int64)
+    for side in (0, 1):
+        # meridian side: boundary easting per row -> first column at or east of it (global)
+        xb = _grouped_interp(ys, heights, my[:, side], mx[:, side])
+        first = _first_edge(xb, ys, epsg, 0, np.repeat(cells[:, 0] + side, heights))
+        cols[:, side] = first - np.repeat(col0, heights)
+        # parallel side: boundary northing per column -> first row index J at or north of it
+        yb = _grouped_interp(xs, widths, px[:, side], py[:, side])
+        first = _first_edge(yb, xs, epsg, 1, np.repeat(cells[:, 1] + side, widths))
+        # window row r has J = row0 - r: J >= first  <=>  r <= row0 - first
+        rows[:, 1 - side] = np.repeat(row0 + 1, widths) - first
+    # carve rectangles: runs of equal edge position along each side, for all tiles at once
+    n = len(windows)
+    parts = [_carve_runs(cols[:, side], heights, widths, side, by_row=True) for side in (0, 1)]
+    parts += [_carve_runs(rows[:, side], widths, heights, side, by_row=False) for side in (0, 1)]
+    tile_of = np.concatenate([p[0] for p in parts])
+    rects = np.concatenate([p[1] for p in parts])
+    order = np.argsort(tile_of, kind="stable")
+    rects_by = np.split(rects[order], np.searchsorted(tile_of[order], np.arange(1, n)))
+    cols_by = np.split(cols, np.cumsum(heights)[:-1])
+    rows_by = np.split(rows, np.cumsum(widths)[:-1])
+    return [Ownership(*a) for a in zip(windows, cols_by, rows_by, rects_by, strict=True)]
 
 
-def _resolve_exact(epsg, tiles, windows, results, checks) -> None:
-    """Decide pixels near traced edges by projecting their centres exactly."""
-    if not checks:
-        return
-    pts_x, pts_y, meta = [], [], []
-    for k, kind, side, idx, first, other in checks:
-        win = windows[k]
-        for delta in (-1, 0):
-            if kind == "col":
-                pts_x.append(PIXEL * (first + delta + win.col0) + 5.0)
-                pts_y.append(other)
-            else:
-                pts_x.append(other)
-                pts_y.append(PIXEL * (first + delta) + 5.0)
-        meta.append((k, kind, side, idx, first))
-    ci_all, cj_all = owner_cells(epsg, np.concatenate(pts_x), np.concatenate(pts_y))
-    pos = 0
-    for k, kind, side, idx, first in meta:
-        m = idx.size
-        prev = slice(pos, pos + m)
-        here = slice(pos + m, pos + 2 * m)
-        pos += 2 * m
-        ci, cj = tiles[k].cell
-        if kind == "col":
-            q = ci + side  # first column with floor(10*lon) >= q
-            at_prev = ci_all[prev] >= q
-            at_here = ci_all[here] >= q
-            fixed = np.where(at_prev, first - 1, np.where(at_here, first, first + 1))
-            results[k][0][idx, side] = fixed
-        else:
-            q = cj + side
-            at_prev = cj_all[prev] >= q
-            at_here = cj_all[here] >= q
-            fixed_j = np.where(at_prev, first - 1, np.where(at_here, first, first + 1))
-            results[k][1][idx, 1 - side] = windows[k].row0 - fixed_j + 1
+def _carve_runs(edge: np.ndarray, sizes: np.ndarray, spans: np.ndarray, side: int, by_row: bool):
+    """(tile index, rectangles) clearing what lies outside one side's edge, per run of equal edge.
+
+    edge holds, end to end for every tile, the owned interval's start (side 0) or end (side 1)
+    along each row (by_row) or column; spans are the tiles' extents across.
+    """
+    tile = np.repeat(np.arange(sizes.size), sizes)
+    span = np.repeat(spans, sizes)
+    e = np.clip(edge, 0, span)
+    change = np.ones(e.size, bool)
+    np.not_equal(e[1:], e[:-1], out=change[1:])
+    change[_starts(sizes)[sizes > 0]] = True
+    starts = np.flatnonzero(change)
+    runs = np.diff(np.append(starts, e.size))
+    v, t, sp = e[starts], tile[starts], span[starts]
+    a, b = (np.zeros_like(v), v) if side == 0 else (v, sp)
+    keep = b > a
+    along = (starts - _starts(sizes)[t])[keep]
+    a, ext, runs, t = a[keep], (b - a)[keep], runs[keep], t[keep]
+    rects = np.stack([a, along, ext, runs] if by_row else [along, a, runs, ext], axis=1)
+    return t, rects
+
+
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    """Start offset of each group when groups of these sizes are laid end to end."""
+    return np.cumsum(sizes) - sizes
+
+
+def _grouped_interp(q: np.ndarray, sizes: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """np.interp of consecutive groups of q (given sizes), group k on curve (xp[k], fp[k]), in one call.
+
+    Each group's curve (xp rows increasing) is shifted onto its own interval of one long
+    increasing axis; queries are clamped to their curve's range first, as np.interp does.
+    """
+    lo, hi = xp[:, 0], xp[:, -1]
+    shift = np.arange(xp.shape[0]) * 2.0 * float((hi - lo).max() + 1.0) - lo
+    qq = np.clip(q, np.repeat(lo, sizes), np.repeat(hi, sizes))
+    qq += np.repeat(shift, sizes)
+    return np.interp(qq, (xp + shift[:, None]).ravel(), fp.ravel())
+
+
+def _first_edge(boundary: np.ndarray, other: np.ndarray, epsg: int, axis: int, first_cell: np.ndarray) -> np.ndarray:
+    """Index k of the first pixel centre 10k + 5 at or past a traced edge along an axis.
+
+    axis 0: k is a column, the edge a meridian, other the rows' northings; axis 1: k is a row
+    index J, the edge a parallel, other the columns' eastings. A centre within _EXACT_TOL of
+    the traced edge is projected exactly: it is past the edge iff its cell index along the
+    axis is >= first_cell.
+    """
+    d = (boundary - 5.0) / PIXEL
+    k = np.ceil(d).astype(np.int64)
+    d -= np.rint(d)  # distance to the nearest pixel centre, in pixels
+    amb = np.flatnonzero(np.abs(d) < _EXACT_TOL / PIXEL)
+    if amb.size == 0:
+        return k
+    ka, oa, q = k[amb], other[amb], first_cell[amb]
+    along = np.concatenate([PIXEL * (ka - 1) + 5.0, PIXEL * ka + 5.0])
+    across = np.concatenate([oa, oa])
+    cells = owner_cells(epsg, along, across)[0] if axis == 0 else owner_cells(epsg, across, along)[1]
+    at_prev, at_here = cells[: amb.size] >= q, cells[amb.size :] >= q
+    k = k.copy()
+    k[amb] = np.where(at_prev, ka - 1, np.where(at_here, ka, ka + 1))
+    return k

@@ -14,7 +14,10 @@ pitfall returns wrong pixels).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
 
 from .grid import Window
 
@@ -56,19 +59,33 @@ def _rect(tag: str, x: int, y: int, w: int, h: int) -> str:
     return f'<{tag} xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/>'
 
 
-def _const_source(const: str, x: int, y: int, w: int, h: int, value: int) -> str:
-    return (
-        f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(const)}</SourceFilename>'
-        f"<SourceBand>1</SourceBand>{_rect('SrcRect', x, y, w, h)}{_rect('DstRect', x, y, w, h)}"
-        f"<ScaleOffset>{value}</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>"
+def mask_band(width: int, height: int, carve: np.ndarray, const: str) -> str:
+    """A mask band: everything owned (255), then the carve rectangles (x, y, w, h) cleared to 0.
+
+    Each rectangle reads the constant GeoTIFF 1:1 (SrcRect = DstRect); ScaleRatio 0 ignores
+    its values (see build._write_const for why a stretched 1x1 source is not used).
+    """
+    head = f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(const)}</SourceFilename>'
+    # SourceBand defaults to 1 and ScaleOffset to 0: carve rectangles omit both to keep files small
+    rect = (head.replace("%", "%%") + '<SrcRect xOff="%d" yOff="%d" xSize="%d" ySize="%d"/><DstRect xOff="%d" yOff="%d" xSize="%d" '
+            'ySize="%d"/><ScaleRatio>0</ScaleRatio></ComplexSource>')
+    r = np.asarray(carve, np.int64).reshape(-1, 4)
+    full = (head + '<SourceBand>1</SourceBand>' + _rect("SrcRect", 0, 0, width, height) + _rect("DstRect", 0, 0, width, height)
+            + "<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>")
+    body = (rect * len(r)) % tuple(np.concatenate([r, r], axis=1).ravel().tolist())  # SrcRect = DstRect
+    return '  <MaskBand><VRTRasterBand dataType="Byte">' + full + body + "</VRTRasterBand></MaskBand>\n"
+
+
+@cache
+def _raw_bands_template(grid_offset: int) -> str:
+    """The 128 raw embedding bands of a tile VRT with \\1 for the path and \\2 for the line offset."""
+    return "".join(
+        f'  <VRTRasterBand dataType="Byte" subClass="VRTRawRasterBand">'
+        f'<SourceFilename>\1</SourceFilename>'
+        f"<ImageOffset>{grid_offset + b}</ImageOffset><PixelOffset>{BANDS}</PixelOffset>"
+        f"<LineOffset>\2</LineOffset></VRTRasterBand>\n"
+        for b in range(BANDS)
     )
-
-
-def mask_band(width: int, height: int, carve: list[tuple[int, int, int, int]], const: str) -> str:
-    """A mask band: everything owned (255), then the carve rectangles cleared to 0."""
-    parts = [_const_source(const, 0, 0, width, height, 255)]
-    parts += [_const_source(const, x, y, w, h, 0) for x, y, w, h in carve]
-    return '  <MaskBand><VRTRasterBand dataType="Byte">' + "".join(parts) + "</VRTRasterBand></MaskBand>\n"
 
 
 def tile_vrt(t: RawTile, epsg: int, gt: tuple[float, ...], mask: str) -> str:
@@ -76,13 +93,7 @@ def tile_vrt(t: RawTile, epsg: int, gt: tuple[float, ...], mask: str) -> str:
     gp, sp = escape(t.grid_path), escape(t.scales_path)
     line = t.width * BANDS
     out = [f'<VRTDataset rasterXSize="{t.width}" rasterYSize="{t.height}">\n', _srs_gt(epsg, gt)]
-    for b in range(BANDS):
-        out.append(
-            f'  <VRTRasterBand dataType="Byte" band="{b + 1}" subClass="VRTRawRasterBand">'
-            f'<SourceFilename relativeToVRT="0">{gp}</SourceFilename>'
-            f"<ImageOffset>{t.grid_offset + b}</ImageOffset><PixelOffset>{BANDS}</PixelOffset>"
-            f"<LineOffset>{line}</LineOffset></VRTRasterBand>\n"
-        )
+    out.append(_raw_bands_template(t.grid_offset).replace("\1", gp).replace("\2", str(line)))
     step = 4 * t.scale_bands
     for s in range(t.scale_bands):
         out.append(
@@ -120,13 +131,13 @@ def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) ->
         )
         for s in sources
     ]
+    # every embedding band lists the same sources; only SourceBand differs: fill a template
+    band_tpl = "".join(
+        f"<ComplexSource>{fn}<SourceBand>\0</SourceBand>{rects}<LUT>{INT8_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
+        for fn, rects in heads
+    )
     for b in range(BANDS):
-        srcs = "".join(
-            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand>{rects}"
-            f"<LUT>{INT8_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
-            for fn, rects in heads
-        )
-        out.append(f'  <VRTRasterBand dataType="Int16" band="{b + 1}">{srcs}</VRTRasterBand>\n')
+        out.append(f'  <VRTRasterBand dataType="Int16" band="{b + 1}">{band_tpl.replace(chr(0), str(b + 1))}</VRTRasterBand>\n')
     for s in range(scale_bands):
         srcs = "".join(
             f"<ComplexSource>{fn}<SourceBand>{BANDS + 1 + min(s, src.scale_bands - 1)}</SourceBand>"

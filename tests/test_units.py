@@ -38,6 +38,17 @@ def test_ownership_equals_per_pixel_projection(lon, lat):
     assert 0.3 < ref.mean() <= 1.0
 
 
+def test_ownership_batch_equals_per_pixel_projection():
+    """Tracing many tiles in one call (one interpolation over all of them) changes nothing."""
+    tiles = [Tile.at(lon, lat) for lon in (5.75, 5.85, 5.95) for lat in (-0.05, 0.05, 60.05)]
+    tiles = [t for t in tiles if t.epsg == 32631]
+    grids = tile_grids(tiles)
+    for t, g, own in zip(tiles, grids, ownerships(tiles, [g.window for g in grids]), strict=True):
+        xs, ys = g.window.pixel_centres()
+        ci, cj = owner_cells(g.epsg, *np.meshgrid(xs, ys))
+        assert np.array_equal(own.mask(), (ci == t.cell[0]) & (cj == t.cell[1])), t.name
+
+
 def test_tile_names_and_parsing():
     assert Tile.at(-0.05, 51.55).name == "grid_-0.05_51.55"
     assert Tile.containing(-0.2, 51.4) == Tile.at(-0.15, 51.45)

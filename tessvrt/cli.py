@@ -48,6 +48,42 @@ def build(
             typer.echo(f"wrote {p} (EPSG:{epsg})")
 
 
+@app.command()
+def materialise(
+    vrt: Path = typer.Argument(..., help="A VRT written by tessvrt build"),
+    output: Path = typer.Argument(..., help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
+    bands: str | None = typer.Option(None, help="Bands to write, in order, e.g. 1,2,3 or 1-16 (default all 128)"),
+    compress: str = typer.Option("zstd", help="zstd, deflate, lzw, lerc or none"),
+    level: int | None = typer.Option(None, help="Compression level (zstd, deflate)"),
+    blocksize: int = typer.Option(512, help="Internal tile size in pixels"),
+    overviews: bool = typer.Option(True, "--overviews/--no-overviews", help="Write internal overviews"),
+    overwrite: bool = typer.Option(False, help="Replace existing output files"),
+    endpoint: str | None = typer.Option(None, help="S3 endpoint URL (default: the one the VRT was built with)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
+    as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
+) -> None:
+    """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly."""
+    from .materialise import materialise as run
+    from .materialise import progress_printer
+
+    try:
+        res = run(vrt, output, bands=bands, compress=compress, level=level, blocksize=blocksize, overviews=overviews,
+                  overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer())
+    except TessvrtError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written (run the same command again to restart)")
+    if as_json:
+        typer.echo(json.dumps({"files": [str(p) for p in res.files], "bytes": res.bytes_written, "seconds": res.seconds,
+                               "remote_bytes": res.remote_bytes, "mb_per_s": res.mb_per_s}))
+        return
+    for p in res.files:
+        typer.echo(f"wrote {p}")
+    if not quiet:
+        typer.echo(f"{len(res.files)} file(s), {res.bytes_written / 1e6:,.1f} MB in {res.seconds:.1f} s "
+                   f"({res.mb_per_s:,.1f} MB/s of float32, {res.remote_bytes / 1e6:,.1f} MB fetched)", err=True)
+
+
 @app.command("gdal-config")
 def gdal_config(
     config_file: Path | None = typer.Option(None, help="File to write (default ~/.gdal/gdalrc)"),

@@ -99,3 +99,43 @@ def get_range(endpoint: Endpoint, loc: S3Location, start: int, length: int) -> b
     if len(body) != length and len(body) != min(length, resp.get("ContentLength", -1)):
         raise OSError(f"short read of {loc.uri}: {len(body)} of {length} bytes")
     return body
+
+
+def fetch_range(endpoint: Endpoint, loc: S3Location, start: int, length: int, total: int, what: str,
+                attempts: int = 6) -> bytes:
+    """Exactly bytes [start, start+length) of an object of `total` bytes, or a TessvrtError.
+
+    The body length and the object size in Content-Range are checked on every read; a short
+    or wrong-sized body, a reset connection or a 5xx/429 is retried with exponential backoff.
+    A 404/403 is not transient: it names `what` and stops.
+    """
+    import time
+
+    from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError
+
+    rng = f"bytes={start}-{start + length - 1}"
+    last = ""
+    for attempt in range(attempts):
+        try:
+            resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, Range=rng)
+            body = resp["Body"].read()
+            size = str(resp.get("ContentRange", "")).rpartition("/")[2]
+            if size.isdigit() and int(size) != total:
+                raise TessvrtError(f"{what}: {loc.uri} is {size} bytes, the manifest says {total}; the bucket changed "
+                                   "since the VRT was built - rebuild it")
+            if len(body) == length:
+                return body
+            last = f"short body ({len(body)} of {length} bytes)"
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in ("NoSuchKey", "404") or status == 404:
+                raise TessvrtError(f"{what}: {loc.uri} does not exist (404)") from None
+            if code in ("AccessDenied", "403") or status == 403:
+                raise TessvrtError(f"{what}: access to {loc.uri} is forbidden (403)") from None
+            last = f"{code or status}"
+        except (BotoCoreError, HTTPError, OSError) as exc:
+            last = type(exc).__name__
+        time.sleep(min(0.1 * 2**attempt, 5.0))
+    raise TessvrtError(f"{what}: reading {loc.uri} failed {attempts} times ({last}); check the network and retry")

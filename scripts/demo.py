@@ -1,4 +1,4 @@
-"""Offline demo: sample bucket on a local S3 server -> tessvrt gdal-config -> build -> read."""
+"""Offline demo: sample bucket on a local S3 server -> tessvrt gdal-config -> build -> read -> materialise."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def main() -> None:
             " np.nanmean(a, axis=(1, 2)).round(4), 'valid', round(float(np.isfinite(a).mean()), 3))\n"
         )
         subprocess.run([sys.executable, "-c", code, str(vrt)], check=True, env=env_with_gdalrc(gdalrc))
-    print(f"done: open {vrt} with GDAL_CONFIG_FILE={gdalrc} (the server has stopped)")
+        cog = work / "sample.tif"
+        subprocess.run([*exe, "materialise", str(vrt), str(cog), "--overwrite"], check=True)
+    print(f"done: {cog} is a float32 COG; open {vrt} with GDAL_CONFIG_FILE={gdalrc} (the server has stopped)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""tessvrt materialise against the local S3 server: whole outputs equal the numpy reference of the
+pixel rule, per UTM zone; COG layout; bad input refused with nothing left behind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import assert_same, run_cli
+from reference import expected, load_record
+
+from tessvrt.cogcheck import cog_validate
+
+
+@pytest.fixture(scope="module")
+def vrts(s3, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mat")
+    block, cross = out / "block.vrt", out / "cross.vrt"
+    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(block), "--endpoint", s3.url)
+    run_cli("build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url)
+    return {"block": block, "cross": cross}
+
+
+def zone_reference(bucket_root, rec: dict, zone: dict, bands: list[int]) -> np.ndarray:
+    w = zone["window"]
+    rec = {**rec, "tiles": [t for t in rec["tiles"] if t["epsg"] == zone["epsg"]]}
+    return expected(bucket_root, rec, w["epsg"], w["col0"], w["row0"], w["width"], w["height"], [b - 1 for b in bands])
+
+
+def test_single_zone_all_bands(vrts, bucket_root, tmp_path):
+    out = tmp_path / "out.tif"
+    p = run_cli("materialise", str(vrts["block"]), str(out), "--json", "--quiet")
+    assert json.loads(p.stdout)["files"] == [str(out)]
+    rec = load_record(vrts["block"])
+    with rasterio.open(out) as d:
+        got = d.read()
+        assert d.count == 128 and d.dtypes[0] == "float32" and np.isnan(d.nodata)
+        assert d.descriptions[0] == "embedding_000" and d.descriptions[127] == "embedding_127"
+        assert d.tags()["TESSERA_YEAR"] == "2024" and "grid_4.15_88.15" in d.tags()["TESSVRT_TILES"]
+        assert d.crs.to_epsg() == rec["main"]["epsg"] and d.overviews(1)
+        assert d.transform.a == 10 and d.transform.c % 10 == 0
+    ref = zone_reference(bucket_root, rec, rec["zones"][0], list(range(1, 129)))
+    assert_same(got, ref, "materialised block, all bands")
+    assert np.isfinite(ref).mean() > 0.3 and np.isnan(ref).any()
+    assert cog_validate(out) == []
+    assert not list(tmp_path.glob(".*"))  # no temporaries left
+
+
+def test_zones_each_get_a_file(vrts, bucket_root, tmp_path):
+    out = tmp_path / "cross.tif"
+    p = run_cli("materialise", str(vrts["cross"]), str(out), "--bands", "3,1,128", "--compress", "deflate",
+                "--blocksize", "256", "--json", "--quiet")
+    files = json.loads(p.stdout)["files"]
+    rec = load_record(vrts["cross"])
+    assert files == [str(tmp_path / f"cross_{z['label']}.tif") for z in rec["zones"]] and len(files) == 2
+    for z, f in zip(rec["zones"], files, strict=True):
+        with rasterio.open(f) as d:
+            assert d.crs.to_epsg() == z["epsg"] and d.count == 3 and d.block_shapes[0] == (256, 256)
+            assert d.descriptions == ("embedding_002", "embedding_000", "embedding_127")
+            assert d.compression.name == "deflate"
+            got = d.read()
+        assert_same(got, zone_reference(bucket_root, rec, z, [3, 1, 128]), f"materialised {f}")
+        assert cog_validate(f) == []
+
+
+def test_no_overviews_and_overwrite(vrts, tmp_path):
+    out = tmp_path / "o.tif"
+    run_cli("materialise", str(vrts["block"]), str(out), "--bands", "1", "--no-overviews", "--quiet")
+    with rasterio.open(out) as d:
+        assert d.overviews(1) == []
+    before = out.stat().st_mtime_ns
+    p = run_cli("materialise", str(vrts["block"]), str(out), "--bands", "1", "--quiet", check=False)
+    assert p.returncode == 1 and "--overwrite" in p.stderr and "Traceback" not in p.stderr
+    assert out.stat().st_mtime_ns == before
+    run_cli("materialise", str(vrts["block"]), str(out), "--bands", "2", "--overwrite", "--quiet")
+    with rasterio.open(out) as d:
+        assert d.descriptions == ("embedding_001",)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--bands", "0"], "out of range"),
+    (["--bands", "1,x"], "not a band number"),
+    (["--bands", "129"], "out of range"),
+    (["--compress", "jpeg"], "not one of"),
+    (["--blocksize", "100"], "multiple of 16"),
+])
+def test_bad_options(vrts, tmp_path, args, msg):
+    out = tmp_path / "x.tif"
+    p = run_cli("materialise", str(vrts["block"]), str(out), *args, check=False)
+    assert p.returncode == 1 and msg in p.stderr and "Traceback" not in p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_inputs(vrts, tmp_path):
+    p = run_cli("materialise", str(tmp_path / "nope.vrt"), str(tmp_path / "x.tif"), check=False)
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    plain = tmp_path / "plain.vrt"
+    plain.write_text("<VRTDataset/>")
+    p = run_cli("materialise", str(plain), str(tmp_path / "x.tif"), check=False)
+    assert p.returncode == 1 and "not a tessvrt VRT" in p.stderr
+    p = run_cli("materialise", str(vrts["block"]), str(tmp_path / "no" / "x.tif"), check=False)
+    assert p.returncode == 1 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["plain.vrt"]
+
+
+def test_missing_tile_object_names_the_tile(vrts, tmp_path):
+    """A tile object deleted from the bucket after build: 404 named, no output."""
+    import shutil
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    vrt = folder / "block.vrt"
+    shutil.copy(vrts["block"], vrt)
+    shutil.copytree(vrts["block"].with_name("block.tessvrt"), folder / "block.tessvrt")
+    rec_path = folder / "block.tessvrt" / "tessvrt.json"
+    rec = json.loads(rec_path.read_text())
+    victim = rec["tiles"][4]
+    rec["tiles"][4] = {**victim, "grid": victim["grid"] + ".gone"}
+    rec_path.write_text(json.dumps(rec))
+    out = tmp_path / "x.tif"
+    p = run_cli("materialise", str(vrt), str(out), "--bands", "1", check=False)
+    assert p.returncode == 1 and victim["name"] in p.stderr and "404" in p.stderr, p.stderr
+    assert not out.exists() and not list(tmp_path.glob(".x.tif*"))

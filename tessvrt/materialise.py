@@ -209,7 +209,7 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
                "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **stage_options(bs)}
     fetched = 0
     try:
-        with rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS="ALL_CPUS"):
+        with rasterio.Env(GDAL_CACHEMAX=64, GDAL_NUM_THREADS="ALL_CPUS"):
             with rasterio.open(stage, "w", **profile) as dst:
                 for i, b in enumerate(bands):
                     dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")

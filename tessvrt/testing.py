@@ -189,3 +189,86 @@ def env_with_gdalrc(gdalrc: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_"))}
     env["GDAL_CONFIG_FILE"] = str(gdalrc)
     return env
+
+
+class FileServer:
+    """A minimal S3-style (path-style, unsigned GET/HEAD with Range) file server on 127.0.0.1.
+
+    For benchmarks: it serves a bucket folder at hundreds of MB/s, so the server is not what is
+    measured (moto's server parses and copies every object through Python and is far slower).
+    """
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder, self.port = folder, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._httpd = None
+
+    def __enter__(self) -> FileServer:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        root = self.folder
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _target(self) -> Path | None:
+                path = self.path.split("?", 1)[0].lstrip("/")
+                p = (root / path).resolve()
+                return p if p.is_file() and root.resolve() in p.parents else None
+
+            def _send(self, head_only: bool) -> None:
+                p = self._target()
+                if p is None:
+                    body = b"<Error><Code>NoSuchKey</Code></Error>"
+                    self.send_response(404)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if not head_only:
+                        self.wfile.write(body)
+                    return
+                size = p.stat().st_size
+                start, end = 0, size - 1
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[6:].partition("-")
+                    start, end = int(a), min(int(b) if b else size - 1, size - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(end - start + 1))
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", f'"{int(p.stat().st_mtime_ns)}-{size}"')
+                self.end_headers()
+                if head_only:
+                    return
+                with open(p, "rb") as f:
+                    f.seek(start)
+                    left = end - start + 1
+                    while left > 0:
+                        chunk = f.read(min(left, 8 << 20))
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        left -= len(chunk)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(False)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._send(True)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()

@@ -14,6 +14,7 @@ usage: python scripts/bench_materialise.py [--compress zstd] [--keep DIR]
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -134,8 +135,8 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
     for t in rec["tiles"]:
         g = S3Location.parse(t["grid"])
         s = S3Location.parse(t["scales"])
-        emb = np.load(_io(client(ep).get_object(Bucket=g.bucket, Key=g.key)["Body"].read()))
-        sc = np.load(_io(client(ep).get_object(Bucket=s.bucket, Key=s.key)["Body"].read()))
+        emb = np.load(io.BytesIO(client(ep).get_object(Bucket=g.bucket, Key=g.key)["Body"].read()))
+        sc = np.load(io.BytesIO(client(ep).get_object(Bucket=s.bucket, Key=s.key)["Body"].read()))
         ok = np.isfinite(sc) & (sc > 0) & (sc < 1e6)
         val = emb.astype(np.float32) * np.where(ok, sc, np.nan).astype(np.float32)[..., None]
         tp = cdir / f"{t['name']}.tif"
@@ -184,12 +185,6 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
     ma = out_f32 / 1e6 / ta
     print(f"ratios (MB/s): a/b = {ma / mb_b:.1f}x (target >= 10), a/c = {ma / (c_f32 / 1e6 / tc):.2f}x (target >= 2), "
           f"a/d = {ta / td:.2f}x slower than the floor (target <= 1.5); peak RSS of (a) {rss_a:,.0f} MB (target < 2048)")
-
-
-def _io(b: bytes):
-    import io
-
-    return io.BytesIO(b)
 
 
 if __name__ == "__main__":

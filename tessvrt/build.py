@@ -168,7 +168,7 @@ class _Writer:
     def mask(self, own, depth: int) -> str:
         cw, ch = self._const_size
         self._const_size = (max(cw, own.window.width), max(ch, own.window.height))
-        return vrt.mask_band(own.window.width, own.window.height, own.carve_rects(), "../" * depth + self._const)
+        return vrt.mask_band(own.window.width, own.window.height, own.carve, "../" * depth + self._const)
 
     def close(self) -> None:
         _write_const(self.folder / self._const, *self._const_size)

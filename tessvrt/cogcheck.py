@@ -62,7 +62,8 @@ def cog_validate(path: str | Path) -> list[str]:
             return [str(exc)]
     if not ifds:
         return ["no image"]
-    first_data = min((min((o for o in d.get(324, []) if o), default=2**63) for d in ifds), default=2**63)
+    starts = [min((o for o in d.get(324, []) if o), default=0) for d in ifds]  # first tile byte per level
+    first_data = min((s for s in starts if s), default=2**63)
     for i, d in enumerate(ifds):
         if 322 not in d or 324 not in d:
             errors.append(f"image {i} is not tiled")
@@ -71,7 +72,6 @@ def cog_validate(path: str | Path) -> list[str]:
     sizes = [(d.get(256, [0])[0], d.get(257, [0])[0]) for d in ifds]
     if any(sizes[i + 1][0] >= sizes[i][0] for i in range(len(sizes) - 1)):
         errors.append(f"overviews are not in decreasing size: {sizes}")
-    starts = [min((o for o in d.get(324, []) if o), default=0) for d in ifds]
     for i in range(len(ifds) - 1):
         if starts[i] and starts[i + 1] and starts[i] < starts[i + 1]:
             errors.append(f"tiles of level {i} precede those of the smaller level {i + 1}")

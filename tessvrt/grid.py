@@ -224,18 +224,14 @@ class Ownership:
     rows: np.ndarray  # (width, 2) owned row interval per column
     carve: np.ndarray  # (n, 4) rectangles x, y, w, h that, cleared from the full window, leave the owned set
 
-    def carve_rects(self) -> np.ndarray:
-        return self.carve
-
-    def mask(self) -> np.ndarray:
-        c = np.arange(self.window.width)[None, :]
-        r = np.arange(self.window.height)[:, None]
-        return (
-            (c >= self.cols[:, :1])
-            & (c < self.cols[:, 1:])
-            & (r >= self.rows[:, 0][None, :])
-            & (r < self.rows[:, 1][None, :])
-        )
+    def mask(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """Owned pixels of the window, or of rows x cols of it (window pixel coordinates)."""
+        r0, r1, _ = rows.indices(self.window.height)
+        c0, c1, _ = cols.indices(self.window.width)
+        r = np.arange(r0, r1)[:, None]
+        c = np.arange(c0, c1)[None, :]
+        cint, rint = self.cols[r0:r1], self.rows[c0:c1]
+        return (c >= cint[:, :1]) & (c < cint[:, 1:]) & (r >= rint[:, 0][None, :]) & (r < rint[:, 1][None, :])
 
 def ownerships(tiles: list[Tile], windows: list[Window]) -> list[Ownership]:
     """Owned pixel sets of tiles on given windows of one zone grid, traced along cell edges.
@@ -352,6 +348,5 @@ def _first_edge(boundary: np.ndarray, other: np.ndarray, epsg: int, axis: int, f
     across = np.concatenate([oa, oa])
     cells = owner_cells(epsg, along, across)[0] if axis == 0 else owner_cells(epsg, across, along)[1]
     at_prev, at_here = cells[: amb.size] >= q, cells[amb.size :] >= q
-    k = k.copy()
     k[amb] = np.where(at_prev, ka - 1, np.where(at_here, ka, ka + 1))
     return k

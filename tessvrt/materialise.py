@@ -23,12 +23,12 @@ import numpy as np
 
 from . import __version__
 from .errors import TessvrtError
-from .grid import Ownership, Tile, TileGrid, Window, ownerships, zone_label
+from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .info import read_record
 from .profiles import COMPRESSIONS, cog_options, overview_factors, stage_options
-from .s3 import Endpoint, S3Location, fetch_range
+from .s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
+from .vrt import BANDS
 
-BANDS = 128
 TMP_MARK = ".tessvrt-tmp"
 
 
@@ -57,13 +57,12 @@ class MaterialiseResult:
     seconds: float
     remote_bytes: int
     tiles: list[str] = field(default_factory=list)
+    output_float32_bytes: int = 0
 
     @property
     def mb_per_s(self) -> float:
         """Float32 output megabytes (uncompressed) per second."""
         return self.output_float32_bytes / 1e6 / max(self.seconds, 1e-9)
-
-    output_float32_bytes: int = 0
 
 
 def parse_bands(text: str | None) -> list[int]:
@@ -127,7 +126,7 @@ def materialise(
         if exists:
             raise TessvrtError(f"{exists[0]} exists; pass --overwrite to replace it")
     _clean_stale(parent, targets)
-    ep = Endpoint(rec["endpoint"], rec.get("region") or Endpoint().region) if endpoint is None else Endpoint.parse(endpoint)
+    ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
 
     plans = [(z, _zone_tiles(rec, z)) for z in zones]
     total = sum(z["window"]["width"] * z["window"]["height"] for z, _ in plans) * len(band_list) * 4
@@ -289,10 +288,7 @@ def _strip(rows: list[_TileRows], win: Window, y0: int, h: int, bands: list[int]
         # output columns [x0, x1) covered by this tile
         x0, x1 = max(tx, 0), min(tx + t.width, win.width)
         c0, c1 = x0 - tx, x1 - tx
-        rr = np.arange(tr.r0, tr.r0 + n)[:, None]
-        cc = np.arange(c0, c1)[None, :]
-        cols, rws = t.own.cols[tr.r0:tr.r0 + n], t.own.rows[c0:c1]
-        owned = (cc >= cols[:, :1]) & (cc < cols[:, 1:]) & (rr >= rws[:, 0][None, :]) & (rr < rws[:, 1][None, :])
+        owned = t.own.mask(slice(tr.r0, tr.r0 + n), slice(c0, c1))
         if not owned.any():
             continue
         e = emb[:, c0:c1][owned]  # (k, 128) int8 of owned pixels
@@ -338,4 +334,4 @@ def progress_printer(stream=None, interval: float = 5.0) -> Callable[[int, int],
     return cb
 
 
-__all__ = ["materialise", "MaterialiseResult", "parse_bands", "output_paths", "progress_printer", "zone_label"]
+__all__ = ["materialise", "MaterialiseResult", "parse_bands", "output_paths", "progress_printer"]

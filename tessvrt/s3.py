@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlparse
@@ -109,8 +110,6 @@ def fetch_range(endpoint: Endpoint, loc: S3Location, start: int, length: int, to
     or wrong-sized body, a reset connection or a 5xx/429 is retried with exponential backoff.
     A 404/403 is not transient: it names `what` and stops.
     """
-    import time
-
     from botocore.exceptions import BotoCoreError, ClientError
     from urllib3.exceptions import HTTPError
 

@@ -32,7 +32,7 @@ def test_ownership_equals_per_pixel_projection(lon, lat):
     ref = (ci == t.cell[0]) & (cj == t.cell[1])
     assert np.array_equal(own.mask(), ref)
     carved = np.ones_like(ref)
-    for x, y, w, h in own.carve_rects():
+    for x, y, w, h in own.carve:
         carved[y:y + h, x:x + w] = False
     assert np.array_equal(carved, ref)
     assert 0.3 < ref.mean() <= 1.0

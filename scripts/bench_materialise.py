@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.enums import Resampling
 
 from tessvrt.grid import Tile
-from tessvrt.profiles import cog_options, overview_factors
+from tessvrt.profiles import DEFAULT_LEVEL, cog_options, overview_factors
 from tessvrt.s3 import Endpoint, S3Location, client, fetch_range
 from tessvrt.testing import SampleTile, build_sample, free_port
 
@@ -64,22 +65,53 @@ def gdal_env(url: str) -> dict[str, str]:
     return env
 
 
+def cog_driver_options(compress: str) -> dict[str, str]:
+    """GDAL's COG driver with the compression, level and predictor (a) uses."""
+    opts = {"COMPRESS": compress.upper(), "NUM_THREADS": "ALL_CPUS"}
+    if compress in ("zstd", "deflate", "lzw"):
+        opts["PREDICTOR"] = "FLOATING_POINT"
+    if compress in DEFAULT_LEVEL:
+        opts["LEVEL"] = str(DEFAULT_LEVEL[compress])
+    return opts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--compress", default="zstd")
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--wide", type=int, default=0, metavar="N",
+                    help="instead: peak RSS of materialise on a row of N tiles (memory bound of wide regions)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="tessvrt-bench-mat-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["TESSVRT_CACHE_DIR"] = str(work / "cache")
-    root = build_sample(work / "bucket", TILES)
+    tiles = [SampleTile(Tile.at(0.05 + 0.1 * i, 51.55)) for i in range(args.wide)] if args.wide else TILES
+    root = build_sample(work / "bucket", tiles)
     srv, url = serve(root)
     try:
-        run(work, root, url, args.compress)
+        if args.wide:
+            wide(work, url, tiles, args.compress)
+        else:
+            run(work, root, url, args.compress)
     finally:
         srv.terminate()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def wide(work: Path, url: str, tiles: list[SampleTile], compress: str) -> None:
+    vrt = work / "wide.vrt"
+    subprocess.run([*TESSVRT, "build", *sum((["--tile", f"{t.tile.lon},{t.tile.lat}"] for t in tiles), []),
+                    "--year", "2024", "-o", str(vrt), "--endpoint", url], check=True, capture_output=True)
+    w = json.loads((work / "wide.tessvrt" / "tessvrt.json").read_text())["main"]["window"]
+    out_f32 = w["width"] * w["height"] * 128 * 4
+    t0 = time.perf_counter()
+    subprocess.run([*TESSVRT, "materialise", str(vrt), str(work / "wide.tif"), "--compress", compress, "--quiet"],
+                   check=True)
+    t = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"wide: {len(tiles)} tiles in a row, {w['width']}x{w['height']} px = {out_f32 / 1e6:,.0f} MB float32 in {t:.1f} s "
+          f"({out_f32 / 1e6 / t:,.1f} MB/s), peak RSS {rss:,.0f} MB (target < 2048)")
 
 
 def run(work: Path, root: Path, url: str, compress: str) -> None:
@@ -114,13 +146,13 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
           f"fetched {res_a['remote_bytes'] / 1e6:,.0f} MB, peak RSS {rss_a:,.0f} MB")
 
     # (b) gdal_translate -of COG of the VRT (pixel functions), on a full-width strip, all bands
-    rows = min(256, w["height"])
+    rows = min(64, w["height"])
     out_b = work / "b.tif"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c",
-                    "import sys, rasterio.shutil as s, rasterio\n"
-                    "with rasterio.Env(): s.copy(sys.argv[1], sys.argv[2], driver='COG', COMPRESS=sys.argv[3].upper(), "
-                    "NUM_THREADS='ALL_CPUS')", f"vrt://{vrt}?srcwin=0,0,{w['width']},{rows}", str(out_b), compress],
+                    "import sys, json, rasterio.shutil as s, rasterio\n"
+                    "with rasterio.Env(): s.copy(sys.argv[1], sys.argv[2], driver='COG', **json.loads(sys.argv[3]))",
+                    f"vrt://{vrt}?srcwin=0,0,{w['width']},{rows}", str(out_b), json.dumps(cog_driver_options(compress))],
                    check=True, env=gdal_env(url))
     tb = time.perf_counter() - t0
     b_f32 = w["width"] * rows * 128 * 4
@@ -147,8 +179,7 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
         paths.append(str(tp))
     subprocess.run(["gdalbuildvrt", "-q", str(cdir / "all.vrt"), *paths], check=True)
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-        rasterio.shutil.copy(cdir / "all.vrt", work / "c.tif", driver="COG", COMPRESS=compress.upper(),
-                             PREDICTOR="FLOATING_POINT", NUM_THREADS="ALL_CPUS")
+        rasterio.shutil.copy(cdir / "all.vrt", work / "c.tif", driver="COG", **cog_driver_options(compress))
     tc = time.perf_counter() - t0
     with rasterio.open(work / "c.tif") as d:
         c_f32 = d.width * d.height * 128 * 4
@@ -170,8 +201,8 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
     tf = time.perf_counter() - t0
     t0 = time.perf_counter()
     mem = work / "d_stage.tif"
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-        with rasterio.open(mem, "w", **{**prof, "compress": "none", "interleave": "band"}) as d:
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=512):  # as (a)
+        with rasterio.open(mem, "w", **{**prof, "compress": "none", "interleave": "band", "bigtiff": "yes"}) as d:
             d.write(arr)
             d.build_overviews(overview_factors(prof["width"], prof["height"], 512), Resampling.nearest)
         tstage = time.perf_counter() - t0
@@ -182,9 +213,38 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
     print(f"(d) floor: fetch {fetched / 1e6:,.0f} MB in {tf:.1f} s + compress once {tcomp:.1f} s = {td:.1f} s, "
           f"{out_f32 / 1e6 / td:,.1f} MB/s (overview/stage prep {tstage:.1f} s not counted)")
 
+    codec_table(arr[:, :512], work)
     ma = out_f32 / 1e6 / ta
     print(f"ratios (MB/s): a/b = {ma / mb_b:.1f}x (target >= 10), a/c = {ma / (c_f32 / 1e6 / tc):.2f}x (target >= 2), "
           f"a/d = {ta / td:.2f}x slower than the floor (target <= 1.5); peak RSS of (a) {rss_a:,.0f} MB (target < 2048)")
+
+
+CODECS = [("none", {}), ("zstd", {"zstd_level": 1}), ("zstd", {"zstd_level": 3}), ("zstd", {"zstd_level": 6}),
+          ("zstd", {"zstd_level": 9}), ("deflate", {"zlevel": 1}), ("deflate", {"zlevel": 6}), ("lzw", {}),
+          ("lerc", {"max_z_error": 0})]
+
+
+def codec_table(arr: np.ndarray, work: Path) -> None:
+    """Write speed, read speed and size of each codec on a 512-row strip of (a)'s output."""
+    print(f"codecs on a {arr.shape[1]}-row strip, {arr.nbytes / 1e6:,.0f} MB float32 (512 blocks, band interleave, 2 threads):")
+    for comp, opts in CODECS:
+        opts = {**opts, "predictor": 3} if comp in ("zstd", "deflate", "lzw") else opts
+        path = work / "codec.tif"
+        with rasterio.Env(GDAL_CACHEMAX=512):
+            t0 = time.perf_counter()
+            with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                               dtype="float32", crs="EPSG:32631", transform=rasterio.Affine(10, 0, 0, 0, -10, 0),
+                               tiled=True, blockxsize=512, blockysize=512, interleave="band", compress=comp,
+                               num_threads="ALL_CPUS", **opts) as d:
+                d.write(arr)
+            tw = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with rasterio.open(path) as d:
+                back = d.read()
+            tr = time.perf_counter() - t0
+        assert np.array_equal(back, arr, equal_nan=True), comp
+        print(f"  {comp:8s} {' '.join(f'{k}={v}' for k, v in opts.items()):24s} write {arr.nbytes / 1e6 / tw:5.0f} MB/s  "
+              f"read {arr.nbytes / 1e6 / tr:5.0f} MB/s  size {path.stat().st_size / arr.nbytes:.3f} of float32")
 
 
 if __name__ == "__main__":

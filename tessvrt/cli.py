@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def _fail(msg: str) -> None:
     typer.echo(f"tessvrt: error: {msg}", err=True)
     raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -66,6 +71,7 @@ def materialise(
     from .materialise import materialise as run
     from .materialise import progress_printer
 
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up temporaries as on Ctrl-C
     try:
         res = run(vrt, output, bands=bands, compress=compress, level=level, blocksize=blocksize, overviews=overviews,
                   overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer())

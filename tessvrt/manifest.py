@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import TessvrtError
-from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, client
+from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, check_whole_object, client
 
 REQUIRED = {
     "version": "string",
@@ -100,26 +101,33 @@ def hash_str(s: str) -> int:
     return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
 
 
-def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None) -> tuple[bytes | None, str]:
-    from botocore.exceptions import ClientError
+def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None, attempts: int = 5) -> tuple[bytes | None, str]:
+    """The whole manifest (checksum-verified), or None when the cached copy's ETag still matches."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError
 
     kw = {"IfNoneMatch": etag} if etag else {}
-    try:
-        resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, **kw)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code"))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 304 or code == "304":
-            return None, etag or ""
-        if code in ("NoSuchKey", "404", "NoSuchBucket"):
-            raise TessvrtError(f"manifest {loc.uri} not found; check --dataset or --manifest") from None
-        if code in ("AccessDenied", "403"):
-            raise TessvrtError(f"manifest {loc.uri} is forbidden (403); check --endpoint") from None
-        raise
-    body = resp["Body"].read()
-    if "ContentLength" in resp and len(body) != resp["ContentLength"]:
-        raise OSError(f"short read of {loc.uri}")
-    return body, resp.get("ETag", "")
+    last = ""
+    for attempt in range(attempts):
+        try:
+            resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, ChecksumMode="ENABLED", **kw)
+            body = resp["Body"].read()
+            check_whole_object(body, resp, loc.uri)
+            return body, resp.get("ETag", "")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 304 or code == "304":
+                return None, etag or ""
+            if code in ("NoSuchKey", "404", "NoSuchBucket"):
+                raise TessvrtError(f"manifest {loc.uri} not found; check --dataset or --manifest") from None
+            if code in ("AccessDenied", "403"):
+                raise TessvrtError(f"manifest {loc.uri} is forbidden (403); check --endpoint") from None
+            last = f"{code or status}"
+        except (BotoCoreError, HTTPError, OSError) as exc:  # resets, short bodies, checksum mismatches
+            last = str(exc) or type(exc).__name__
+        time.sleep(min(0.2 * 2**attempt, 5.0))
+    raise TessvrtError(f"manifest {loc.uri}: download failed {attempts} times ({last}); check the network and retry")
 
 
 def _get_http(url: str, etag: str | None) -> tuple[bytes | None, str]:

@@ -4,14 +4,16 @@ Pixels never pass through GDAL's VRT pixel functions (slow, SPEC.md). The build 
 (sidecar tessvrt.json) says which tiles, byte offsets and zone windows a VRT stands for;
 this module fetches the tile rows each output strip needs with ranged GETs in parallel,
 dequantises in numpy with the same pixel rule as the VRT (owner tile, nearest source
-pixel, NaN for invalid scales), and streams strips into a tiled GeoTIFF that GDAL's COG
-driver then lays out with overviews. Memory is bounded by the strip, never the region.
+pixel, NaN for invalid scales), and streams strips into an uncompressed stage GeoTIFF; GDAL
+then adds overviews and writes the COG layout, compressing every pixel once. Memory is
+bounded by the strip, whose height shrinks as the region widens (MEMORY_BUDGET).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -25,11 +27,14 @@ from . import __version__
 from .errors import TessvrtError
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .info import read_record
-from .profiles import COMPRESSIONS, cog_options, overview_factors, stage_options
+from .profiles import COMPRESSIONS, cog_options, overview_factors
 from .s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
+from .stage import Stage, strip_height
 from .vrt import BANDS
 
 TMP_MARK = ".tessvrt-tmp"
+# bytes the strip buffers (float32 output + raw rows of this strip and the prefetched next) may use
+MEMORY_BUDGET = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ def materialise(
         if exists:
             raise TessvrtError(f"{exists[0]} exists; pass --overwrite to replace it")
     _clean_stale(parent, targets)
+    _check_space(parent, zones, len(band_list), compress)
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
 
     plans = [(z, _zone_tiles(rec, z)) for z in zones]
@@ -176,10 +182,46 @@ def _metadata(rec: dict, zone: dict, tiles: list[ZoneTile]) -> dict[str, str]:
 
 
 def _clean_stale(parent: Path, targets: list[Path]) -> None:
-    """Remove temporaries an interrupted run left beside these targets (the run restarts cleanly)."""
+    """Remove temporaries an interrupted run left beside these targets (the run restarts cleanly).
+
+    A temporary names its writer's pid; one whose process still runs is another live run's.
+    """
     for t in targets:
         for p in parent.glob(f".{t.name}.*{TMP_MARK}*"):
+            m = re.match(re.escape(f".{t.name}.") + r"(\d+)\.", p.name)
+            if m and _alive(int(m.group(1))):
+                continue
             p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_space(parent: Path, zones: list[dict], nb: int, compress: str) -> None:
+    """Refuse up front when the stage (float32 + overviews) and the outputs cannot fit on disk."""
+    f32 = [z["window"]["width"] * z["window"]["height"] * nb * 4 * 4 / 3 for z in zones]
+    need = max(f32) + sum(f32) * (1.0 if compress == "none" else 0.75)
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise TessvrtError(f"not enough free disk space in {parent}: materialise needs about {need / 1e9:,.1f} GB "
+                           f"(stage and output) and {free / 1e9:,.1f} GB are free; free space, choose another "
+                           "output folder or fewer --bands")
+
+
+def strip_rows(width: int, bands: int, scale_bands: int, blocksize: int, budget: int | None = None) -> int:
+    """Output rows per strip so that the strip buffers stay within `budget` (MEMORY_BUDGET) bytes."""
+    budget = MEMORY_BUDGET if budget is None else budget
+    per_row = width * (bands * 4 + 2.2 * (BANDS + 4 * scale_bands))  # output + raw rows of 2 strips
+    return int(max(8, min(blocksize, budget // per_row)))
 
 
 class _Meter:
@@ -197,42 +239,40 @@ class _Meter:
 def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[int], ep: Endpoint, compress: str,
                 level: int | None, bs: int, overviews: bool, meta: dict[str, str], meter: _Meter, workers: int) -> int:
     import rasterio
-    from rasterio.enums import Resampling
     from rasterio.shutil import copy as rio_copy
-    from rasterio.windows import Window as RioWindow
 
-    stage = target.with_name(f".{target.name}.{os.getpid()}.stage{TMP_MARK}.tif")
     final = target.with_name(f".{target.name}.{os.getpid()}{TMP_MARK}.tif")
-    nb = len(bands)
-    profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": nb, "dtype": "float32",
-               "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **stage_options(bs)}
+    rows = strip_height(strip_rows(win.width, len(bands), max((t.scale_bands for t in tiles), default=1), bs))
+    factors = overview_factors(win.width, win.height, bs) if overviews else []
+    names = [f"embedding_{b - 1:03d}" for b in bands]
     fetched = 0
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=64, GDAL_NUM_THREADS="ALL_CPUS"):
-            with rasterio.open(stage, "w", **profile) as dst:
-                for i, b in enumerate(bands):
-                    dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")
-                dst.update_tags(**meta)
-                with ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool:
-                    strips = list(range(0, win.height, bs))
-                    nxt = _fetch_strip(pool, ep, tiles, win, strips[0], bs, bands) if strips else {}
-                    for i, y0 in enumerate(strips):
-                        cur = nxt
-                        if i + 1 < len(strips):  # fetch the next strip while this one is dequantised
-                            nxt = _fetch_strip(pool, ep, tiles, win, strips[i + 1], bs, bands)
-                        h = min(bs, win.height - y0)
-                        block, nbytes = _strip(cur, win, y0, h, bands)
-                        fetched += nbytes
-                        dst.write(block, window=RioWindow(0, y0, win.width, h))
-                        meter.add(block.nbytes)
-                factors = overview_factors(win.width, win.height, bs) if overviews else []
-                if factors:
-                    dst.build_overviews(factors, Resampling.nearest)
-            rio_copy(stage, final, driver="GTiff", **cog_options(compress, level, bs))
-        os.replace(final, target)
-    finally:
-        stage.unlink(missing_ok=True)
-        final.unlink(missing_ok=True)
+    with rasterio.Env(GDAL_CACHEMAX=512, GDAL_NUM_THREADS="ALL_CPUS"):  # 512 MB: COG pass 12.7 s, not 16.4 s
+        stage = Stage(target.with_name(f".{target.name}.{os.getpid()}.stage{TMP_MARK}"), win, names, meta, rows, factors)
+        try:
+            with (ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool,
+                  ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="tessvrt-dequant") as cpu,
+                  ThreadPoolExecutor(1, thread_name_prefix="tessvrt-stage") as writer):
+                strips = list(range(0, win.height, rows))
+                nxt = _fetch_strip(pool, ep, tiles, win, strips[0], rows) if strips else []
+                written: Future | None = None
+                for i, y0 in enumerate(strips):
+                    cur = nxt
+                    if i + 1 < len(strips):  # fetch the next strip while this one is dequantised
+                        nxt = _fetch_strip(pool, ep, tiles, win, strips[i + 1], rows)
+                    block, nbytes = _strip(cpu, cur, win, y0, min(rows, win.height - y0), bands)
+                    fetched += nbytes
+                    if written is not None:
+                        written.result()  # at most one strip waits for the disk
+                    written = writer.submit(stage.write, block, y0)  # GDAL writes without the GIL
+                    meter.add(block.nbytes)
+                    del block, cur
+                if written is not None:
+                    written.result()
+            rio_copy(stage.close(), final, driver="GTiff", **cog_options(compress, level, bs))
+            os.replace(final, target)
+        finally:
+            stage.remove()
+            final.unlink(missing_ok=True)
     return fetched
 
 
@@ -244,9 +284,9 @@ class _TileRows:
     scales: Future  # -> (rows, width) or (rows, width, 128) float32
 
 
-def _fetch_strip(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int, bs: int, bands: list[int]) -> list[_TileRows]:
-    """Start ranged GETs of every tile's rows that fall in output rows [y0, y0 + bs)."""
-    h = min(bs, win.height - y0)
+def _fetch_strip(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int, rows: int) -> list[_TileRows]:
+    """Start ranged GETs of every tile's rows that fall in output rows [y0, y0 + rows)."""
+    h = min(rows, win.height - y0)
     out = []
     for t in tiles:
         tx, ty = win.offset_of(t.window)  # tile's top-left on the output
@@ -272,36 +312,40 @@ def _get(ep: Endpoint, loc: S3Location, start: int, length: int, total: int, til
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
-def _strip(rows: list[_TileRows], win: Window, y0: int, h: int, bands: list[int]) -> tuple[np.ndarray, int]:
-    """(bands, h, width) float32 of output rows [y0, y0+h): owner tile's value, NaN elsewhere."""
-    nb = len(bands)
-    out = np.full((nb, h, win.width), np.nan, np.float32)
-    bidx = np.asarray(bands) - 1
-    nbytes = 0
-    for tr in rows:
-        t = tr.tile
-        emb, sc = tr.emb.result(), tr.scales.result()
-        nbytes += emb.nbytes + sc.nbytes
-        tx, ty = win.offset_of(t.window)
-        n = emb.shape[0]
-        oy = ty + tr.r0 - y0  # output row of the first fetched tile row
-        # output columns [x0, x1) covered by this tile
-        x0, x1 = max(tx, 0), min(tx + t.width, win.width)
-        c0, c1 = x0 - tx, x1 - tx
-        owned = t.own.mask(slice(tr.r0, tr.r0 + n), slice(c0, c1))
-        if not owned.any():
-            continue
-        e = emb[:, c0:c1][owned]  # (k, 128) int8 of owned pixels
-        s = sc[:, c0:c1][owned]  # (k,) or (k, 128)
-        e = e[:, bidx].astype(np.float32)
-        if s.ndim == 2:
-            s = s[:, bidx]
-        ok = np.isfinite(s) & (s > 0) & (s < 1e6)
-        s = np.where(ok, s, np.nan).astype(np.float32)
-        vals = e * (s[:, None] if s.ndim == 1 else s)  # (k, nb)
-        yy, xx = np.nonzero(owned)
-        out[:, oy + yy, x0 + xx] = vals.T
-    return out, nbytes
+def _strip(cpu, rows: list[_TileRows], win: Window, y0: int, h: int, bands: list[int]) -> tuple[np.ndarray, int]:
+    """(bands, h, width) float32 of output rows [y0, y0+h): owner tile's value, NaN elsewhere.
+
+    Tiles own disjoint pixels, so each is dequantised into the strip by its own thread.
+    """
+    out = np.full((len(bands), h, win.width), np.nan, np.float32)
+    sel = None if bands == list(range(1, BANDS + 1)) else np.asarray(bands) - 1
+    return out, sum(cpu.map(lambda tr: _dequantise_into(out, tr, win, y0, sel), rows))
+
+
+def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, sel: np.ndarray | None) -> int:
+    """Write the pixels this tile owns into `out`; returns the bytes fetched for it.
+
+    Row by row: transposing a (width, 128) int8 row to (128, width) stays in cache, where
+    transposing the whole (rows, width, 128) block at once was 4x slower (measured).
+    """
+    t = tr.tile
+    emb, sc = tr.emb.result(), tr.scales.result()
+    tx, ty = win.offset_of(t.window)
+    n = emb.shape[0]
+    oy = ty + tr.r0 - y0  # output row of the first fetched tile row
+    x0, x1 = max(tx, 0), min(tx + t.width, win.width)  # output columns this tile covers
+    c0, c1 = x0 - tx, x1 - tx
+    owned = t.own.mask(slice(tr.r0, tr.r0 + n), slice(c0, c1))
+    full = owned.all(axis=1)
+    for r in np.flatnonzero(owned.any(axis=1)):
+        e = emb[r, c0:c1]  # (w, 128) int8
+        s = sc[r, c0:c1]  # (w,) or (w, 128)
+        if sel is not None:
+            e = e[:, sel]
+            s = s[:, sel] if s.ndim == 2 else s
+        s = np.where(np.isfinite(s) & (s > 0) & (s < 1e6), s, np.float32(np.nan))
+        np.multiply(e.T, s.T, out=out[:, oy + r, x0:x1], where=True if full[r] else owned[r])
+    return emb.nbytes + sc.nbytes
 
 
 def progress_printer(stream=None, interval: float = 5.0) -> Callable[[int, int], None]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
 
-# default level per compression when --level is absent
-DEFAULT_LEVEL = {"zstd": 9, "deflate": 6}
+# Default level per compression when --level is absent. On embedding-like float32 with the
+# floating-point predictor, ZSTD 1 writes 5.5x faster than ZSTD 9 for a 4% larger file, and
+# DEFLATE 1 1.5x faster than DEFLATE 6 for 2% (table in docs/performance.md).
+DEFAULT_LEVEL = {"zstd": 1, "deflate": 1}
 
 
 def cog_options(compress: str, level: int | None, blocksize: int) -> dict[str, str]:
@@ -49,7 +51,12 @@ def overview_factors(width: int, height: int, blocksize: int) -> list[int]:
     return out
 
 
-def stage_options(blocksize: int) -> dict[str, object]:
-    """The intermediate tiled GeoTIFF strips are streamed into: cheap to write and to read back."""
-    return {"tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "compress": "zstd", "zstd_level": 1,
-            "predictor": 3, "interleave": "band", "bigtiff": "IF_SAFER", "num_threads": "ALL_CPUS"}
+def stage_options(rows: int) -> dict[str, object]:
+    """The intermediate GeoTIFF strips are streamed into before the COG layout is written.
+
+    Uncompressed and striped with one strip per written window: every write is a whole block
+    that GDAL writes straight to disk (no block cache, no compression), and the final pass
+    compresses each pixel exactly once. Measured on 2,557 MB float32: stage + overviews + COG
+    19.9 s, against 30.5 s with a ZSTD-1 tiled stage and 24.8 s with an uncompressed tiled one.
+    """
+    return {"tiled": False, "blockysize": rows, "compress": "none", "interleave": "band", "bigtiff": "YES"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,6 +91,21 @@ def client(endpoint: Endpoint, max_pool: int = 16):  # noqa: ANN201 - botocore c
     return session.create_client(
         "s3", region_name=endpoint.region, endpoint_url=endpoint.url or None, config=cfg
     )
+
+
+def check_whole_object(body: bytes, resp: dict, uri: str) -> None:
+    """Raise OSError when a whole-object body disagrees with its length or its MD5 ETag.
+
+    The flexible checksums S3 returns under ChecksumMode=ENABLED (CRC32/CRC32C/SHA, and
+    CRC64NVMe when awscrt is installed) are verified by botocore while it reads the body; an
+    ETag of 32 hex digits is the MD5 of a single-part upload and is checked here. A multipart
+    ETag ("...-N") and ranged reads carry no checksum of the bytes returned: length only.
+    """
+    if "ContentLength" in resp and len(body) != resp["ContentLength"]:
+        raise OSError(f"short read of {uri}: {len(body)} of {resp['ContentLength']} bytes")
+    etag = str(resp.get("ETag", "")).strip('"')
+    if re.fullmatch(r"[0-9a-f]{32}", etag) and hashlib.md5(body).hexdigest() != etag:
+        raise OSError(f"{uri}: body does not match its MD5 ETag {etag}")
 
 
 def get_range(endpoint: Endpoint, loc: S3Location, start: int, length: int) -> bytes:

@@ -4,6 +4,10 @@ pixel rule, per UTM zone; COG layout; bad input refused with nothing left behind
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from conftest import assert_same, run_cli
 from reference import expected, load_record
 
 from tessvrt.cogcheck import cog_validate
+from tessvrt.profiles import overview_factors
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +34,20 @@ def zone_reference(bucket_root, rec: dict, zone: dict, bands: list[int]) -> np.n
     return expected(bucket_root, rec, w["epsg"], w["col0"], w["row0"], w["width"], w["height"], [b - 1 for b in bands])
 
 
+def assert_overviews(path, ref: np.ndarray) -> None:
+    """Overview pixel i of factor f is full-resolution pixel i*f + f//2 (nearest), clamped to the edge."""
+    with rasterio.open(path) as d:
+        factors = overview_factors(d.width, d.height, d.block_shapes[0][0])  # d.overviews() rounds
+        assert factors and len(d.overviews(1)) == len(factors)
+    for k, f in enumerate(factors):
+        with rasterio.open(path, overview_level=k) as o:
+            got = o.read()
+        assert got.shape[1:] == (-(-ref.shape[1] // f), -(-ref.shape[2] // f))
+        rows = np.minimum(np.arange(got.shape[1]) * f + f // 2, ref.shape[1] - 1)
+        cols = np.minimum(np.arange(got.shape[2]) * f + f // 2, ref.shape[2] - 1)
+        assert_same(got, ref[:, rows][:, :, cols], f"overview x{f}")
+
+
 def test_single_zone_all_bands(vrts, bucket_root, tmp_path):
     out = tmp_path / "out.tif"
     p = run_cli("materialise", str(vrts["block"]), str(out), "--json", "--quiet")
@@ -43,9 +62,29 @@ def test_single_zone_all_bands(vrts, bucket_root, tmp_path):
         assert d.transform.a == 10 and d.transform.c % 10 == 0
     ref = zone_reference(bucket_root, rec, rec["zones"][0], list(range(1, 129)))
     assert_same(got, ref, "materialised block, all bands")
+    assert_overviews(out, ref)
     assert np.isfinite(ref).mean() > 0.3 and np.isnan(ref).any()
     assert cog_validate(out) == []
     assert not list(tmp_path.glob(".*"))  # no temporaries left
+
+
+def test_thin_strips_stay_exact(vrts, bucket_root, tmp_path, monkeypatch):
+    """A wide region gets strips of a few rows (memory bound): strip edges cross tile edges."""
+    import importlib
+
+    mat = importlib.import_module("tessvrt.materialise")
+    monkeypatch.setattr(mat, "MEMORY_BUDGET", 1)  # the smallest strip: 8 rows
+    rec = load_record(vrts["block"])
+    assert mat.strip_rows(rec["zones"][0]["window"]["width"], 2, 1, 512) == 8
+    out = tmp_path / "thin.tif"
+    res = mat.materialise(vrts["block"], out, bands="128,5", blocksize=128, compress="none")
+    assert res.files == [out] and res.remote_bytes > 0
+    with rasterio.open(out) as d:
+        got = d.read()
+    ref = zone_reference(bucket_root, rec, rec["zones"][0], [128, 5])
+    assert_same(got, ref, "8-row strips, bands 128,5")
+    assert_overviews(out, ref)
+    assert cog_validate(out) == []
 
 
 def test_zones_each_get_a_file(vrts, bucket_root, tmp_path):
@@ -123,3 +162,30 @@ def test_missing_tile_object_names_the_tile(vrts, tmp_path):
     p = run_cli("materialise", str(vrt), str(out), "--bands", "1", check=False)
     assert p.returncode == 1 and victim["name"] in p.stderr and "404" in p.stderr, p.stderr
     assert not out.exists() and not list(tmp_path.glob(".x.tif*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_leaves_nothing_and_reruns_identically(vrts, tmp_path, sig):
+    """SIGTERM cleans up at once; a killed run leaves temporaries that the next run removes."""
+    out = tmp_path / "out.tif"
+    cmd = [sys.executable, "-m", "tessvrt", "materialise", str(vrts["block"]), str(out), "--quiet", "--compress", "zstd"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.tif.*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "materialise finished before it could be interrupted"
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and not out.exists()
+    if sig == signal.SIGTERM:
+        assert err.strip().splitlines() == ["tessvrt: error: interrupted; no output was written "
+                                            "(run the same command again to restart)"]
+        assert not list(tmp_path.iterdir())
+    run_cli("materialise", str(vrts["block"]), str(out), "--quiet")
+    assert not [p for p in tmp_path.iterdir() if p != out]  # the killed run's temporaries are gone
+    clean = tmp_path / "clean" / "out.tif"
+    clean.parent.mkdir()
+    run_cli("materialise", str(vrts["block"]), str(clean), "--quiet")
+    with rasterio.open(out) as a, rasterio.open(clean) as b:
+        assert_same(a.read(), b.read(), "rerun after interruption")

@@ -103,3 +103,19 @@ def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
     assert p1 == p2 and p1.is_file()
     assert calls[0] == (None, False)
     assert calls[1][0] and calls[1][1], "second fetch must send If-None-Match and get a 304 with no body"
+
+
+def test_whole_object_check_catches_md5_and_length():
+    import hashlib
+
+    from tessvrt.s3 import check_whole_object
+
+    body = b"manifest bytes"
+    md5 = hashlib.md5(body).hexdigest()
+    check_whole_object(body, {"ContentLength": len(body), "ETag": f'"{md5}"'}, "s3://b/k")
+    check_whole_object(body, {"ETag": '"0123456789abcdef0123456789abcdef-3"'}, "s3://b/k")  # multipart: no MD5
+    flipped = bytes([body[0] ^ 1]) + body[1:]
+    with pytest.raises(OSError, match="MD5"):
+        check_whole_object(flipped, {"ContentLength": len(body), "ETag": f'"{md5}"'}, "s3://b/k")
+    with pytest.raises(OSError, match="short read"):
+        check_whole_object(body[:-1], {"ContentLength": len(body)}, "s3://b/k")

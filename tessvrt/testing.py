@@ -272,3 +272,123 @@ class FileServer:
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
+
+
+TRANSIENT_FAULTS = ("503", "500", "429", "reset", "truncate", "delay")
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of an S3 server that injects faults at given rates.
+
+    Faults (one at most per request, each drawn with its own rate): "503", "500", "429" (an S3
+    error reply), "reset" (the connection closes mid-body), "truncate" (a well-formed reply whose
+    body and Content-Length are cut short), "delay" (`delay` seconds before replying) and "flip"
+    (one byte of the body inverted, headers untouched). `injected` counts what was done and
+    `log` keeps (method, path, range, status, body bytes) of every request.
+    """
+
+    def __init__(self, upstream: str, rates: dict[str, float] | None = None, seed: int = 0, delay: float = 0.2):
+        import random
+        from collections import Counter
+
+        self.upstream = upstream.rstrip("/")
+        self.rates = dict(rates or {})
+        unknown = set(self.rates) - {*TRANSIENT_FAULTS, "flip"}
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}")
+        self.delay = delay
+        self.rng = random.Random(seed)
+        self.injected: Counter[str] = Counter()
+        self.log: list[tuple[str, str, str, int, int]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._httpd = None
+
+    def _pick(self) -> str | None:
+        for fault, rate in self.rates.items():
+            if self.rng.random() < rate:
+                return fault
+        return None
+
+    def __enter__(self) -> FaultProxy:
+        import http.client
+        import socket
+        import threading
+        import time as _time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlparse
+
+        proxy = self
+        up = urlparse(self.upstream)
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                with lock:
+                    fault = proxy._pick()
+                    if fault:
+                        proxy.injected[fault] += 1
+                rng = self.headers.get("Range", "")
+                if fault in ("503", "500", "429"):
+                    code = {"503": "SlowDown", "500": "InternalError", "429": "SlowDown"}[fault]
+                    body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+                    self.send_response(int(fault))
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    proxy.log.append((self.command, self.path, rng, int(fault), len(body)))
+                    return
+                if fault == "delay":
+                    _time.sleep(proxy.delay)
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                if self.command == "GET" and len(body) > 1 and resp.status in (200, 206):
+                    if fault == "flip":
+                        i = proxy.rng.randrange(len(body))
+                        body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1:]
+                    elif fault == "truncate":
+                        body = body[: len(body) // 2]
+                elif fault in ("flip", "truncate", "reset"):
+                    fault = None  # nothing to corrupt: pass through
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                proxy.log.append((self.command, self.path, rng, resp.status, len(body)))
+                if self.command == "HEAD":
+                    return
+                if fault == "reset":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward()
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._forward()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()

@@ -1,0 +1,74 @@
+"""Faults between tessvrt and S3 (a fault-injecting proxy in front of the real local S3 server):
+transient faults are survived with output identical to a clean run; corrupted whole-object bodies
+are caught by their checksum and retried, never used."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import rasterio
+from conftest import assert_same, run_cli
+
+from tessvrt.testing import FaultProxy
+
+TRANSIENT = {"503": 0.1, "500": 0.1, "429": 0.1, "reset": 0.1, "truncate": 0.1, "delay": 0.1}
+
+
+@pytest.fixture(scope="module")
+def block_vrt(s3, tmp_path_factory):
+    vrt = tmp_path_factory.mktemp("faults") / "block.vrt"
+    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(vrt), "--endpoint", s3.url)
+    return vrt
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_materialise_under_transient_faults_is_identical(s3, block_vrt, tmp_path):
+    clean = tmp_path / "clean.tif"
+    run_cli("materialise", str(block_vrt), str(clean), "--quiet")
+    with FaultProxy(s3.url, TRANSIENT, seed=1, delay=0.05) as proxy:
+        faulty = tmp_path / "faulty.tif"
+        run_cli("materialise", str(block_vrt), str(faulty), "--quiet", "--endpoint", proxy.url)
+    gets = sum(1 for m, *_ in proxy.log if m == "GET")
+    assert all(proxy.injected[f] > 0 for f in TRANSIENT), proxy.injected  # every fault was exercised
+    assert gets > 50
+    with rasterio.open(clean) as a, rasterio.open(faulty) as b:
+        assert_same(b.read(), a.read(), "materialise through the fault proxy")
+        for k in range(len(a.overviews(1))):
+            with rasterio.open(clean, overview_level=k) as oa, rasterio.open(faulty, overview_level=k) as ob:
+                assert_same(ob.read(), oa.read(), f"overview {k}")
+    assert sha256(faulty) == sha256(clean)  # bit-identical file, not only equal pixels
+    print(f"faults injected: {dict(proxy.injected)} over {len(proxy.log)} requests")
+
+
+def test_manifest_download_survives_faults_and_catches_flipped_bytes(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path / "cache"))  # a cold cache: the whole manifest is read
+    with FaultProxy(s3.url, {"flip": 0.4, **TRANSIENT}, seed=3, delay=0.05) as proxy:
+        vrt = tmp_path / "via_proxy.vrt"
+        run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(vrt), "--endpoint", proxy.url)
+    assert proxy.injected["flip"] > 0, proxy.injected
+    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path / "cache2"))
+    ref = tmp_path / "direct.vrt"
+    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(ref), "--endpoint", s3.url)
+    got = json.loads((tmp_path / "via_proxy.tessvrt" / "tessvrt.json").read_text())
+    want = json.loads((tmp_path / "direct.tessvrt" / "tessvrt.json").read_text())
+    assert got["tiles"] == want["tiles"]
+    assert [z["window"] for z in got["zones"]] == [z["window"] for z in want["zones"]]
+    print(f"faults injected: {dict(proxy.injected)} over {len(proxy.log)} requests")
+
+
+def test_flipped_manifest_every_time_is_a_clear_error(s3, tmp_path, monkeypatch):
+    """When every body is corrupted, the download gives up with one line and writes nothing."""
+    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path / "cache"))
+    with FaultProxy(s3.url, {"flip": 1.0}) as proxy:
+        out = tmp_path / "never.vrt"
+        p = run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(out), "--endpoint", proxy.url,
+                    check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and ("checksum" in p.stderr or "MD5" in p.stderr), p.stderr
+    assert not out.exists() and not (tmp_path / "never.tessvrt").exists()
+    assert proxy.injected["flip"] >= 5

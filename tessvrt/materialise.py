@@ -4,9 +4,11 @@ Pixels never pass through GDAL's VRT pixel functions (slow, SPEC.md). The build 
 (sidecar tessvrt.json) says which tiles, byte offsets and zone windows a VRT stands for;
 this module fetches the tile rows each output strip needs with ranged GETs in parallel,
 dequantises in numpy with the same pixel rule as the VRT (owner tile, nearest source
-pixel, NaN for invalid scales), and streams strips into an uncompressed stage GeoTIFF; GDAL
-then adds overviews and writes the COG layout, compressing every pixel once. Memory is
-bounded by the strip, whose height shrinks as the region widens (MEMORY_BUDGET).
+pixel, NaN for invalid scales), and writes whole compressed tiles (GDAL, both cores) as it
+goes, picking overview pixels on the way (stage.Overviews). coglayout then puts the COG
+together by copying compressed tiles: every pixel is compressed exactly once. The zone is
+walked in chunks of one block row by a few block columns, so memory is bounded by the chunk
+(MEMORY_BUDGET), never by the region.
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .coglayout import assemble, read_image
 from .errors import TessvrtError
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .info import read_record
 from .profiles import COMPRESSIONS, cog_options, overview_factors
 from .s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
-from .stage import Stage, strip_height
+from .stage import Overviews
 from .vrt import BANDS
 
 TMP_MARK = ".tessvrt-tmp"
-# bytes the strip buffers (float32 output + raw rows of this strip and the prefetched next) may use
-MEMORY_BUDGET = 512 * 2**20
+# bytes the float32 buffer of one chunk (blocksize rows x some block columns x bands) may use
+MEMORY_BUDGET = 384 * 2**20
 
 
 @dataclass(frozen=True)
@@ -207,21 +210,26 @@ def _alive(pid: int) -> bool:
 
 
 def _check_space(parent: Path, zones: list[dict], nb: int, compress: str) -> None:
-    """Refuse up front when the stage (float32 + overviews) and the outputs cannot fit on disk."""
-    f32 = [z["window"]["width"] * z["window"]["height"] * nb * 4 * 4 / 3 for z in zones]
-    need = max(f32) + sum(f32) * (1.0 if compress == "none" else 0.75)
+    """Refuse up front when the temporaries and the outputs cannot fit on disk.
+
+    Per zone: compressed full resolution, uncompressed overview picks (1/3 of float32), and the
+    assembled COG (a second copy of the compressed data) until the first is deleted.
+    """
+    ratio = 1.0 if compress == "none" else 0.75  # measured 0.65 with zstd on embedding-like data
+    f32 = [z["window"]["width"] * z["window"]["height"] * nb * 4 for z in zones]
+    need = sum(f * 4 / 3 * ratio for f in f32) + max(f / 3 + f * 4 / 3 * ratio for f in f32)
     free = shutil.disk_usage(parent).free
     if need > free:
         raise TessvrtError(f"not enough free disk space in {parent}: materialise needs about {need / 1e9:,.1f} GB "
-                           f"(stage and output) and {free / 1e9:,.1f} GB are free; free space, choose another "
+                           f"(temporaries and output) and {free / 1e9:,.1f} GB are free; free space, choose another "
                            "output folder or fewer --bands")
 
 
-def strip_rows(width: int, bands: int, scale_bands: int, blocksize: int, budget: int | None = None) -> int:
-    """Output rows per strip so that the strip buffers stay within `budget` (MEMORY_BUDGET) bytes."""
+def chunk_width(width: int, bands: int, blocksize: int, budget: int | None = None) -> int:
+    """Columns per chunk: whole blocks, as many as the float32 buffer budget allows (at least one)."""
     budget = MEMORY_BUDGET if budget is None else budget
-    per_row = width * (bands * 4 + 2.2 * (BANDS + 4 * scale_bands))  # output + raw rows of 2 strips
-    return int(max(8, min(blocksize, budget // per_row)))
+    blocks = max(1, budget // (bands * blocksize * blocksize * 4))
+    return min(blocks * blocksize, -(-width // blocksize) * blocksize)
 
 
 class _Meter:
@@ -240,39 +248,53 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
                 level: int | None, bs: int, overviews: bool, meta: dict[str, str], meter: _Meter, workers: int) -> int:
     import rasterio
     from rasterio.shutil import copy as rio_copy
+    from rasterio.windows import Window as RioWindow
 
-    final = target.with_name(f".{target.name}.{os.getpid()}{TMP_MARK}.tif")
-    rows = strip_height(strip_rows(win.width, len(bands), max((t.scale_bands for t in tiles), default=1), bs))
+    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_MARK}")
+    main, final = tmp.with_name(tmp.name + ".main.tif"), tmp.with_name(tmp.name + ".tif")
+    cw = chunk_width(win.width, len(bands), bs)
+    chunks = [(y0, x0) for y0 in range(0, win.height, bs) for x0 in range(0, win.width, cw)]
     factors = overview_factors(win.width, win.height, bs) if overviews else []
-    names = [f"embedding_{b - 1:03d}" for b in bands]
+    tiled = {k: v for k, v in cog_options(compress, level, bs).items() if k != "COPY_SRC_OVERVIEWS"}
+    profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": len(bands), "dtype": "float32",
+               "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **tiled}
     fetched = 0
-    with rasterio.Env(GDAL_CACHEMAX=512, GDAL_NUM_THREADS="ALL_CPUS"):  # 512 MB: COG pass 12.7 s, not 16.4 s
-        stage = Stage(target.with_name(f".{target.name}.{os.getpid()}.stage{TMP_MARK}"), win, names, meta, rows, factors)
-        try:
-            with (ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool,
-                  ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="tessvrt-dequant") as cpu,
-                  ThreadPoolExecutor(1, thread_name_prefix="tessvrt-stage") as writer):
-                strips = list(range(0, win.height, rows))
-                nxt = _fetch_strip(pool, ep, tiles, win, strips[0], rows) if strips else []
-                written: Future | None = None
-                for i, y0 in enumerate(strips):
+    ovs = None
+    level_files: list[Path] = []
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS="ALL_CPUS"):
+            ovs = Overviews(tmp, win, len(bands), bs, factors)
+            with (rasterio.open(main, "w", **profile) as dst,
+                  ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool,
+                  ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="tessvrt-dequant") as cpu):
+                for i, b in enumerate(bands):
+                    dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")
+                dst.update_tags(**meta)
+                nxt = _fetch_chunk(pool, ep, tiles, win, *chunks[0], bs, cw, {}) if chunks else []
+                for i, (y0, x0) in enumerate(chunks):
                     cur = nxt
-                    if i + 1 < len(strips):  # fetch the next strip while this one is dequantised
-                        nxt = _fetch_strip(pool, ep, tiles, win, strips[i + 1], rows)
-                    block, nbytes = _strip(cpu, cur, win, y0, min(rows, win.height - y0), bands)
-                    fetched += nbytes
-                    if written is not None:
-                        written.result()  # at most one strip waits for the disk
-                    written = writer.submit(stage.write, block, y0)  # GDAL writes without the GIL
+                    if i + 1 < len(chunks):  # fetch the next chunk while this one is dequantised and compressed
+                        same_rows = chunks[i + 1][0] == y0
+                        nxt = _fetch_chunk(pool, ep, tiles, win, *chunks[i + 1], bs, cw,
+                                           {id(tr.tile): tr for tr in cur} if same_rows else {})
+                    h, w = min(bs, win.height - y0), min(cw, win.width - x0)
+                    block = _chunk(cpu, cur, win, y0, x0, h, w, bands)
+                    fetched += sum(tr.nbytes for tr in cur if tr.first_x0 == x0)
+                    dst.write(block, window=RioWindow(x0, y0, w, h))  # whole blocks: compressed once
+                    ovs.write(block, y0, x0)
                     meter.add(block.nbytes)
                     del block, cur
-                if written is not None:
-                    written.result()
-            rio_copy(stage.close(), final, driver="GTiff", **cog_options(compress, level, bs))
-            os.replace(final, target)
-        finally:
-            stage.remove()
-            final.unlink(missing_ok=True)
+            for f, path in zip(factors, ovs.close(), strict=True):
+                level_files.append(tmp.with_name(f"{tmp.name}.ov{f}.z.tif"))
+                rio_copy(path, level_files[-1], driver="GTiff", **tiled)
+                path.unlink()
+        assemble(final, read_image(main), [read_image(p) for p in level_files])
+        os.replace(final, target)
+    finally:
+        if ovs is not None:
+            ovs.remove()
+        for p in [main, final, *level_files]:
+            p.unlink(missing_ok=True)
     return fetched
 
 
@@ -282,19 +304,27 @@ class _TileRows:
     r0: int  # first tile row held
     emb: Future  # -> (rows, width, 128) int8
     scales: Future  # -> (rows, width) or (rows, width, 128) float32
+    nbytes: int  # bytes requested
+    first_x0: int  # the chunk that fetched them (later chunks of the same block row reuse them)
 
 
-def _fetch_strip(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int, rows: int) -> list[_TileRows]:
-    """Start ranged GETs of every tile's rows that fall in output rows [y0, y0 + rows)."""
-    h = min(rows, win.height - y0)
+def _fetch_chunk(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int, x0: int, bs: int, cw: int,
+                 have: dict[int, _TileRows]) -> list[_TileRows]:
+    """Ranged GETs (started, not awaited) of the tile rows under output rows [y0, y0+bs) of the
+    tiles that own pixels in columns [x0, x0+cw); rows already fetched for this block row are reused."""
+    h, w = min(bs, win.height - y0), min(cw, win.width - x0)
     out = []
     for t in tiles:
         tx, ty = win.offset_of(t.window)  # tile's top-left on the output
         r0, r1 = max(y0 - ty, 0), min(y0 + h - ty, t.height)
-        if r1 <= r0 or tx >= win.width or tx + t.width <= 0:
+        c0, c1 = max(x0 - tx, 0), min(x0 + w - tx, t.width)
+        if r1 <= r0 or c1 <= c0:
             continue
         own = t.own.cols[r0:r1]
-        if not (own[:, 1] > own[:, 0]).any():
+        if not (np.minimum(own[:, 1], c1) > np.maximum(own[:, 0], c0)).any():
+            continue
+        if id(t) in have:
+            out.append(have[id(t)])
             continue
         line = t.width * BANDS
         emb = pool.submit(_get, ep, t.grid, t.grid_offset + r0 * line, (r1 - r0) * line, t.grid_size, t.name,
@@ -303,7 +333,7 @@ def _fetch_strip(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int
         sshape = (r1 - r0, t.width) if t.scale_bands == 1 else (r1 - r0, t.width, BANDS)
         sc = pool.submit(_get, ep, t.scales, t.scales_offset + r0 * sline, (r1 - r0) * sline, t.scales_size, t.name,
                          np.dtype("<f4"), sshape)
-        out.append(_TileRows(t, r0, emb, sc))
+        out.append(_TileRows(t, r0, emb, sc, (r1 - r0) * (line + sline), x0))
     return out
 
 
@@ -312,18 +342,19 @@ def _get(ep: Endpoint, loc: S3Location, start: int, length: int, total: int, til
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
-def _strip(cpu, rows: list[_TileRows], win: Window, y0: int, h: int, bands: list[int]) -> tuple[np.ndarray, int]:
-    """(bands, h, width) float32 of output rows [y0, y0+h): owner tile's value, NaN elsewhere.
+def _chunk(cpu, rows: list[_TileRows], win: Window, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
+    """(bands, h, w) float32 of output window [y0, y0+h) x [x0, x0+w): owner tile's value, NaN elsewhere.
 
-    Tiles own disjoint pixels, so each is dequantised into the strip by its own thread.
+    Tiles own disjoint pixels, so each is dequantised into the chunk by its own thread.
     """
-    out = np.full((len(bands), h, win.width), np.nan, np.float32)
+    out = np.full((len(bands), h, w), np.nan, np.float32)
     sel = None if bands == list(range(1, BANDS + 1)) else np.asarray(bands) - 1
-    return out, sum(cpu.map(lambda tr: _dequantise_into(out, tr, win, y0, sel), rows))
+    list(cpu.map(lambda tr: _dequantise_into(out, tr, win, y0, x0, sel), rows))
+    return out
 
 
-def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, sel: np.ndarray | None) -> int:
-    """Write the pixels this tile owns into `out`; returns the bytes fetched for it.
+def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, x0: int, sel: np.ndarray | None) -> None:
+    """Write the pixels this tile owns into `out` (whose top-left is output pixel (x0, y0)).
 
     Row by row: transposing a (width, 128) int8 row to (128, width) stays in cache, where
     transposing the whole (rows, width, 128) block at once was 4x slower (measured).
@@ -331,21 +362,22 @@ def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, sel: 
     t = tr.tile
     emb, sc = tr.emb.result(), tr.scales.result()
     tx, ty = win.offset_of(t.window)
-    n = emb.shape[0]
-    oy = ty + tr.r0 - y0  # output row of the first fetched tile row
-    x0, x1 = max(tx, 0), min(tx + t.width, win.width)  # output columns this tile covers
-    c0, c1 = x0 - tx, x1 - tx
-    owned = t.own.mask(slice(tr.r0, tr.r0 + n), slice(c0, c1))
+    _, h, w = out.shape
+    r_lo, r_hi = max(y0 - ty, tr.r0), min(y0 + h - ty, tr.r0 + emb.shape[0])  # tile rows in this chunk
+    c0, c1 = max(x0 - tx, 0), min(x0 + w - tx, t.width)  # tile columns in this chunk
+    if r_hi <= r_lo or c1 <= c0:
+        return
+    owned = t.own.mask(slice(r_lo, r_hi), slice(c0, c1))
     full = owned.all(axis=1)
+    ox = tx + c0 - x0  # chunk column of tile column c0
     for r in np.flatnonzero(owned.any(axis=1)):
-        e = emb[r, c0:c1]  # (w, 128) int8
-        s = sc[r, c0:c1]  # (w,) or (w, 128)
+        e = emb[r_lo - tr.r0 + r, c0:c1]  # (w, 128) int8
+        s = sc[r_lo - tr.r0 + r, c0:c1]  # (w,) or (w, 128)
         if sel is not None:
             e = e[:, sel]
             s = s[:, sel] if s.ndim == 2 else s
         s = np.where(np.isfinite(s) & (s > 0) & (s < 1e6), s, np.float32(np.nan))
-        np.multiply(e.T, s.T, out=out[:, oy + r, x0:x1], where=True if full[r] else owned[r])
-    return emb.nbytes + sc.nbytes
+        np.multiply(e.T, s.T, out=out[:, ty + r_lo + r - y0, ox:ox + c1 - c0], where=True if full[r] else owned[r])
 
 
 def progress_printer(stream=None, interval: float = 5.0) -> Callable[[int, int], None]:

@@ -1,12 +1,10 @@
-"""The uncompressed stage a zone is streamed into before GDAL writes its COG layout.
+"""Overview levels picked from the strips as they pass, kept uncompressed until the end.
 
-A COG holds its overviews before its full-resolution tiles, so the whole zone must exist
-somewhere before the first output byte is written. The stage is that place: one
-uncompressed striped GeoTIFF for full resolution and one per overview level, tied together
-by a VRT whose <Overview> elements GDAL's GTiff COPY_SRC_OVERVIEWS copies. Overviews are
-nearest-neighbour picks taken from each strip as it passes, so the stage is written once and
-read once, and nothing is ever compressed twice. GDAL's own BuildOverviews was measured at
-about 1 GB of memory on a 2,168-pixel-wide, 128-band stage (it works on all bands at once).
+A COG holds its overviews before its full-resolution tiles, and an overview needs rows from
+the whole zone. materialise compresses full-resolution tiles once as they are made (see
+coglayout); the overview pixels, nearest-neighbour picks, go to one small uncompressed
+striped GeoTIFF per level and are compressed once at the end. GDAL's own BuildOverviews was
+measured at about 1 GB of memory on a 2,168-pixel-wide, 128-band zone (all bands at once).
 """
 
 from __future__ import annotations
@@ -14,85 +12,63 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from lxml import etree
 
 from .grid import Window
 from .profiles import stage_options
 
 
-def strip_height(rows: int) -> int:
-    """The largest power of two <= rows: every overview factor <= it then divides it, so each
-    strip yields whole overview strips."""
-    return 1 << (max(rows, 1).bit_length() - 1)
+def picks(n: int, f: int, size: int) -> np.ndarray:
+    """Full-resolution index of each of the n overview pixels of factor f: the pixel under the
+    overview pixel's centre (i*f + f//2), clamped to the last one."""
+    return np.minimum(np.arange(n) * f + f // 2, size - 1)
 
 
-class Stage:
-    """Full-resolution and overview GeoTIFFs of one zone, written strip by strip from the top."""
+def _take(a: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """a.take(idx, axis), as a strided view when idx is evenly spaced (the usual case)."""
+    step = int(idx[1] - idx[0]) if len(idx) > 1 else 1
+    if step > 0 and np.array_equal(np.diff(idx), np.full(len(idx) - 1, step)):
+        sl = [slice(None)] * a.ndim
+        sl[axis] = slice(int(idx[0]), int(idx[-1]) + 1, step)
+        return a[tuple(sl)]
+    return a.take(idx, axis=axis)
 
-    def __init__(self, base: Path, win: Window, names: list[str], meta: dict[str, str], rows: int,
-                 factors: list[int]):
+
+class Overviews:
+    """One uncompressed striped GeoTIFF per overview factor, filled window by window."""
+
+    def __init__(self, base: Path, win: Window, nbands: int, rows: int, factors: list[int]):
         import rasterio
 
-        self.base, self.win, self.names, self.meta, self.rows = base, win, names, meta, rows
-        self.factors = factors
-        self.paths = [self._file(".tif")] + [self._file(f".ov{f}.tif") for f in factors]
-        common = {"driver": "GTiff", "count": len(names), "dtype": "float32", "crs": f"EPSG:{win.epsg}",
-                  "nodata": float("nan")}
+        self.win, self.factors = win, factors
+        self.paths = [base.with_name(f"{base.name}.ov{f}.tif") for f in factors]
         t = win.transform
         self.files = []
-        for path, f in zip(self.paths, [1, *factors], strict=True):
+        for path, f in zip(self.paths, factors, strict=True):
             w, h = -(-win.width // f), -(-win.height // f)
-            self.files.append(rasterio.open(path, "w", width=w, height=h, transform=t @ t.scale(win.width / w, win.height / h),
-                                            **common, **stage_options(max(1, rows // f))))
+            self.files.append(rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=nbands, dtype="float32",
+                                            crs=f"EPSG:{win.epsg}", transform=t @ t.scale(win.width / w, win.height / h),
+                                            nodata=float("nan"), **stage_options(max(1, rows // f))))
 
-    def _file(self, ext: str) -> Path:
-        return self.base.with_name(self.base.name + ext)  # base keeps its own dots (pid, temp mark)
-
-    def write(self, block: np.ndarray, y0: int) -> None:
-        """Output rows [y0, y0 + block.shape[1]) of every band; strips come in order, `rows` high."""
+    def write(self, block: np.ndarray, y0: int, x0: int) -> None:
+        """Take the overview pixels that fall in the zone window [y0, y0+h) x [x0, x0+w)."""
         from rasterio.windows import Window as RioWindow
 
-        h = block.shape[1]
-        self.files[0].write(block, window=RioWindow(0, y0, self.win.width, h))
-        for f, dst in zip(self.factors, self.files[1:], strict=True):
-            # overview pixel i takes full-resolution pixel i*f + f//2 (clamped to the edge)
-            i = np.arange(max(0, -(-(y0 - f // 2) // f)), dst.height)
-            src = np.minimum(i * f + f // 2, self.win.height - 1)
-            keep = (src >= y0) & (src < y0 + h)
-            if not keep.any():
-                continue
-            i, src = i[keep], src[keep]
-            cols = np.minimum(np.arange(dst.width) * f + f // 2, self.win.width - 1)
-            dst.write(block[:, src - y0][:, :, cols], window=RioWindow(0, int(i[0]), dst.width, len(i)))
+        _, h, w = block.shape
+        for f, dst in zip(self.factors, self.files, strict=True):
+            rows = picks(dst.height, f, self.win.height)
+            cols = picks(dst.width, f, self.win.width)
+            ri = np.flatnonzero((rows >= y0) & (rows < y0 + h))
+            ci = np.flatnonzero((cols >= x0) & (cols < x0 + w))
+            if len(ri) and len(ci):
+                dst.write(_take(_take(block, rows[ri] - y0, 1), cols[ci] - x0, 2),
+                          window=RioWindow(int(ci[0]), int(ri[0]), len(ci), len(ri)))
 
-    def close(self) -> Path:
-        """Close the GeoTIFFs and write the VRT GDAL copies from; returns its path."""
+    def close(self) -> list[Path]:
         for d in self.files:
             d.close()
-        w = self.win
-        root = etree.Element("VRTDataset", rasterXSize=str(w.width), rasterYSize=str(w.height))
-        etree.SubElement(root, "SRS").text = f"EPSG:{w.epsg}"
-        etree.SubElement(root, "GeoTransform").text = ",".join(repr(float(v)) for v in w.transform.to_gdal())
-        md = etree.SubElement(root, "Metadata")
-        for k, v in self.meta.items():
-            etree.SubElement(md, "MDI", key=k).text = v
-        for i, name in enumerate(self.names, 1):
-            band = etree.SubElement(root, "VRTRasterBand", dataType="Float32", band=str(i))
-            etree.SubElement(band, "Description").text = name
-            etree.SubElement(band, "NoDataValue").text = "nan"
-            src = etree.SubElement(band, "SimpleSource")
-            etree.SubElement(src, "SourceFilename", relativeToVRT="1").text = self.paths[0].name
-            etree.SubElement(src, "SourceBand").text = str(i)
-            for p in self.paths[1:]:
-                ov = etree.SubElement(band, "Overview")
-                etree.SubElement(ov, "SourceFilename", relativeToVRT="1").text = p.name
-                etree.SubElement(ov, "SourceBand").text = str(i)
-        vrt = self._file(".vrt")
-        vrt.write_bytes(etree.tostring(root))
-        return vrt
+        return self.paths
 
     def remove(self) -> None:
-        for d in self.files:
-            d.close()
-        for p in [*self.paths, self._file(".vrt")]:
+        self.close()
+        for p in self.paths:
             p.unlink(missing_ok=True)

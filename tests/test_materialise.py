@@ -68,21 +68,22 @@ def test_single_zone_all_bands(vrts, bucket_root, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporaries left
 
 
-def test_thin_strips_stay_exact(vrts, bucket_root, tmp_path, monkeypatch):
-    """A wide region gets strips of a few rows (memory bound): strip edges cross tile edges."""
+def test_narrow_chunks_stay_exact(vrts, bucket_root, tmp_path, monkeypatch):
+    """A wide region is walked in chunks of one block column (memory bound): chunk edges cross
+    tile edges and tiles' fetched rows are reused across chunks."""
     import importlib
 
     mat = importlib.import_module("tessvrt.materialise")
-    monkeypatch.setattr(mat, "MEMORY_BUDGET", 1)  # the smallest strip: 8 rows
+    monkeypatch.setattr(mat, "MEMORY_BUDGET", 1)  # the smallest chunk: one block
     rec = load_record(vrts["block"])
-    assert mat.strip_rows(rec["zones"][0]["window"]["width"], 2, 1, 512) == 8
+    assert mat.chunk_width(rec["zones"][0]["window"]["width"], 2, 64) == 64
     out = tmp_path / "thin.tif"
-    res = mat.materialise(vrts["block"], out, bands="128,5", blocksize=128, compress="none")
+    res = mat.materialise(vrts["block"], out, bands="128,5", blocksize=64, compress="none")
     assert res.files == [out] and res.remote_bytes > 0
     with rasterio.open(out) as d:
         got = d.read()
     ref = zone_reference(bucket_root, rec, rec["zones"][0], [128, 5])
-    assert_same(got, ref, "8-row strips, bands 128,5")
+    assert_same(got, ref, "64x64 chunks, bands 128,5")
     assert_overviews(out, ref)
     assert cog_validate(out) == []
 

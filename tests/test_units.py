@@ -119,3 +119,42 @@ def test_whole_object_check_catches_md5_and_length():
         check_whole_object(flipped, {"ContentLength": len(body), "ETag": f'"{md5}"'}, "s3://b/k")
     with pytest.raises(OSError, match="short read"):
         check_whole_object(body[:-1], {"ContentLength": len(body)}, "s3://b/k")
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+@pytest.mark.parametrize("bigtiff", ["NO", "YES"])
+def test_cog_assembly_copies_tiles_exactly(tmp_path, monkeypatch, in_place, bigtiff):
+    """coglayout puts GDAL-compressed tiles into COG order; GDAL reads back every pixel and level."""
+    import rasterio
+
+    from tessvrt import coglayout
+    from tessvrt.cogcheck import cog_validate
+
+    if not in_place:
+        monkeypatch.setattr(coglayout, "_insert_head", lambda path, length: False)
+    w, h, nb = 1300, 900, 3
+    a = np.random.default_rng(0).normal(size=(nb, h, w)).astype(np.float32)
+    a[:, 100:200, 50:60] = np.nan
+    opts = dict(driver="GTiff", count=nb, dtype="float32", crs="EPSG:32631", nodata=float("nan"), tiled=True,
+                blockxsize=256, blockysize=256, compress="zstd", predictor=3, interleave="band", bigtiff=bigtiff)
+    with rasterio.open(tmp_path / "main.tif", "w", width=w, height=h,
+                       transform=rasterio.Affine(10, 0, 500000, 0, -10, 5e6), **opts) as o:
+        o.write(a)
+        o.set_band_description(1, "embedding_000")
+        o.update_tags(TESSERA_YEAR="2024")
+    levels = [a[:, f // 2::f, f // 2::f] for f in (2, 4, 8)]
+    for f, ov in zip((2, 4, 8), levels, strict=True):
+        with rasterio.open(tmp_path / f"ov{f}.tif", "w", width=ov.shape[2], height=ov.shape[1], **opts) as o:
+            o.write(ov)
+    out = tmp_path / "cog.tif"
+    coglayout.assemble(out, coglayout.read_image(tmp_path / "main.tif"),
+                       [coglayout.read_image(tmp_path / f"ov{f}.tif") for f in (2, 4, 8)])
+    assert cog_validate(out) == []
+    with rasterio.open(out) as o:
+        assert np.array_equal(o.read(), a, equal_nan=True)
+        assert o.descriptions[0] == "embedding_000" and o.tags()["TESSERA_YEAR"] == "2024"
+        assert o.crs.to_epsg() == 32631 and o.transform.c == 500000 and np.isnan(o.nodata)
+        assert len(o.overviews(1)) == 3
+    for k, ov in enumerate(levels):
+        with rasterio.open(out, overview_level=k) as o:
+            assert np.array_equal(o.read(), ov, equal_nan=True)

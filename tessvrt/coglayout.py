@@ -65,12 +65,13 @@ def _ints(entry: tuple[int, int, bytes]) -> list[int]:
     return list(struct.unpack(f"<{count}{fmt}", data))
 
 
-def assemble(out: Path, main: Image, overviews: list[Image]) -> None:
+def assemble(out: Path, main: Image, overviews: list[Image], bigtiff: bool | None = None) -> None:
     """Write `out` as a COG of `main` with `overviews` (largest first), copying compressed tiles.
 
     Where the file system can insert a range at the head of a file (ext4, XFS: fallocate
     INSERT_RANGE), the main file becomes `out` in place: the IFDs and overview tiles go into
     the inserted range and no full-resolution byte is copied. Elsewhere everything is copied.
+    BigTIFF when the file needs 64-bit offsets (`bigtiff` forces either).
     """
     levels = [main, *overviews]
     tags = _level_tags(levels)
@@ -78,7 +79,7 @@ def assemble(out: Path, main: Image, overviews: list[Image]) -> None:
     head = 16 + ifd_bytes + sum(sum(img.counts) for img in overviews)
     block = os.statvfs(main.path).f_bsize
     inserted = -(-head // block) * block
-    big = inserted + main.path.stat().st_size + 2**20 > 2**32 - 1  # classic TIFF offsets are 32-bit
+    big = inserted + main.path.stat().st_size + 2**20 > 2**32 - 1 if bigtiff is None else bigtiff
     if not big:
         tags = [{t: (4, c, struct.pack(f"<{c}I", *struct.unpack(f"<{c}Q", d))) if typ == 16 else (typ, c, d)
                  for t, (typ, c, d) in lt.items()} for lt in tags]  # LONG8 is BigTIFF-only

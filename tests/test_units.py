@@ -124,6 +124,7 @@ def test_whole_object_check_catches_md5_and_length():
 @pytest.mark.parametrize("in_place", [True, False])
 @pytest.mark.parametrize("bigtiff", ["NO", "YES"])
 def test_cog_assembly_copies_tiles_exactly(tmp_path, monkeypatch, in_place, bigtiff):
+    """bigtiff: the sources' format and the output's (forced; automatic above 4 GB)."""
     """coglayout puts GDAL-compressed tiles into COG order; GDAL reads back every pixel and level."""
     import rasterio
 
@@ -148,7 +149,8 @@ def test_cog_assembly_copies_tiles_exactly(tmp_path, monkeypatch, in_place, bigt
             o.write(ov)
     out = tmp_path / "cog.tif"
     coglayout.assemble(out, coglayout.read_image(tmp_path / "main.tif"),
-                       [coglayout.read_image(tmp_path / f"ov{f}.tif") for f in (2, 4, 8)])
+                       [coglayout.read_image(tmp_path / f"ov{f}.tif") for f in (2, 4, 8)], bigtiff=bigtiff == "YES")
+    assert out.read_bytes()[2] == (43 if bigtiff == "YES" else 42)
     assert cog_validate(out) == []
     with rasterio.open(out) as o:
         assert np.array_equal(o.read(), a, equal_nan=True)

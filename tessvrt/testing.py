@@ -191,7 +191,28 @@ def env_with_gdalrc(gdalrc: Path) -> dict[str, str]:
     return env
 
 
-class FileServer:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 for the life of a `with` block."""
+
+    port: int
+    _httpd = None
+
+    def _serve(self, handler: type):  # noqa: ANN202 - returns the subclass instance
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+
+class FileServer(_LocalServer):
     """A minimal S3-style (path-style, unsigned GET/HEAD with Range) file server on 127.0.0.1.
 
     For benchmarks: it serves a bucket folder at hundreds of MB/s, so the server is not what is
@@ -204,8 +225,7 @@ class FileServer:
         self._httpd = None
 
     def __enter__(self) -> FileServer:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         root = self.folder
 
@@ -263,21 +283,13 @@ class FileServer:
             def do_HEAD(self) -> None:  # noqa: N802
                 self._send(True)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        return self._serve(Handler)
 
 
 TRANSIENT_FAULTS = ("503", "500", "429", "reset", "truncate", "delay")
 
 
-class FaultProxy:
+class FaultProxy(_LocalServer):
     """An HTTP proxy on 127.0.0.1 in front of an S3 server that injects faults at given rates.
 
     Faults (one at most per request, each drawn with its own rate): "503", "500", "429" (an S3
@@ -315,7 +327,7 @@ class FaultProxy:
         import socket
         import threading
         import time as _time
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from urllib.parse import urlparse
 
         proxy = self
@@ -383,12 +395,4 @@ class FaultProxy:
             def do_HEAD(self) -> None:  # noqa: N802
                 self._forward()
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        return self._serve(Handler)

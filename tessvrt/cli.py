@@ -66,6 +66,7 @@ def materialise(
     endpoint: str | None = typer.Option(None, help="S3 endpoint URL (default: the one the VRT was built with)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
     as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
+    allow_missing: bool = typer.Option(False, help="Write NaN for tile objects that are gone (404/403) instead of failing"),
 ) -> None:
     """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly."""
     from .materialise import materialise as run
@@ -74,14 +75,18 @@ def materialise(
     signal.signal(signal.SIGTERM, _interrupt)  # clean up temporaries as on Ctrl-C
     try:
         res = run(vrt, output, bands=bands, compress=compress, level=level, blocksize=blocksize, overviews=overviews,
-                  overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer())
+                  overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer(),
+                  allow_missing=allow_missing)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; no output was written (run the same command again to restart)")
+    if res.missing:
+        typer.echo(f"tiles gone from the bucket, written as NaN: {', '.join(res.missing)}", err=True)
     if as_json:
         typer.echo(json.dumps({"files": [str(p) for p in res.files], "bytes": res.bytes_written, "seconds": res.seconds,
-                               "remote_bytes": res.remote_bytes, "mb_per_s": res.mb_per_s}))
+                               "remote_bytes": res.remote_bytes, "mb_per_s": res.mb_per_s,
+                               "missing": res.missing}))
         return
     for p in res.files:
         typer.echo(f"wrote {p}")

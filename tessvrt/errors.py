@@ -3,3 +3,7 @@
 
 class TessvrtError(Exception):
     """A problem the user can fix; the message names it and the fix."""
+
+
+class MissingObject(TessvrtError):
+    """An object the VRT points at is gone (404) or forbidden (403): not worth retrying."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .coglayout import assemble, read_image
-from .errors import TessvrtError
+from .errors import MissingObject, TessvrtError
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .info import read_record
 from .profiles import COMPRESSIONS, cog_options, overview_factors
@@ -66,6 +66,7 @@ class MaterialiseResult:
     remote_bytes: int
     tiles: list[str] = field(default_factory=list)
     output_float32_bytes: int = 0
+    missing: list[str] = field(default_factory=list)  # tiles whose objects were gone (--allow-missing)
 
     @property
     def mb_per_s(self) -> float:
@@ -110,6 +111,7 @@ def materialise(
     endpoint: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 8,
+    allow_missing: bool = False,
 ) -> MaterialiseResult:
     """Write the VRT's embeddings as float32 COGs, one per UTM zone; returns what was written."""
     t0 = time.perf_counter()
@@ -137,6 +139,7 @@ def materialise(
     _check_space(parent, zones, len(band_list), compress)
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
 
+    src = _Source(ep, allow_missing)
     plans = [(z, _zone_tiles(rec, z)) for z in zones]
     total = sum(z["window"]["width"] * z["window"]["height"] for z, _ in plans) * len(band_list) * 4
     meter = _Meter(total, progress)
@@ -146,7 +149,7 @@ def materialise(
         for (z, tiles), target in zip(plans, targets, strict=True):
             win = Window(**z["window"])
             meta = _metadata(rec, z, tiles)
-            remote += _write_zone(target, win, tiles, band_list, ep, compress, level, blocksize, overviews, meta, meter,
+            remote += _write_zone(target, win, tiles, band_list, src, compress, level, blocksize, overviews, meta, meter,
                                   workers)
             written.append(target)
     except BaseException:
@@ -155,7 +158,7 @@ def materialise(
         raise
     size = sum(p.stat().st_size for p in written)
     return MaterialiseResult(written, size, time.perf_counter() - t0, remote, [t["name"] for t in rec["tiles"]],
-                             output_float32_bytes=total)
+                             output_float32_bytes=total, missing=sorted(src.missing))
 
 
 def _zone_tiles(rec: dict, zone: dict) -> list[ZoneTile]:
@@ -244,7 +247,7 @@ class _Meter:
             self.cb(self.done, self.total)
 
 
-def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[int], ep: Endpoint, compress: str,
+def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[int], src: _Source, compress: str,
                 level: int | None, bs: int, overviews: bool, meta: dict[str, str], meter: _Meter, workers: int) -> int:
     import rasterio
     from rasterio.shutil import copy as rio_copy
@@ -270,20 +273,23 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
                 for i, b in enumerate(bands):
                     dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")
                 dst.update_tags(**meta)
-                nxt = _fetch_chunk(pool, ep, tiles, win, *chunks[0], bs, cw, {}) if chunks else []
+                nxt = _fetch_chunk(pool, src, tiles, win, *chunks[0], bs, cw, {}) if chunks else []
                 for i, (y0, x0) in enumerate(chunks):
                     cur = nxt
                     if i + 1 < len(chunks):  # fetch the next chunk while this one is dequantised and compressed
                         same_rows = chunks[i + 1][0] == y0
-                        nxt = _fetch_chunk(pool, ep, tiles, win, *chunks[i + 1], bs, cw,
+                        nxt = _fetch_chunk(pool, src, tiles, win, *chunks[i + 1], bs, cw,
                                            {id(tr.tile): tr for tr in cur} if same_rows else {})
                     h, w = min(bs, win.height - y0), min(cw, win.width - x0)
                     block = _chunk(cpu, cur, win, y0, x0, h, w, bands)
-                    fetched += sum(tr.nbytes for tr in cur if tr.first_x0 == x0)
+                    fetched += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
                     dst.write(block, window=RioWindow(x0, y0, w, h))  # whole blocks: compressed once
                     ovs.write(block, y0, x0)
                     meter.add(block.nbytes)
                     del block, cur
+                gone = sorted({t.name for t in tiles} & src.missing)
+                if gone:  # --allow-missing: say in the file which tiles are NaN because their objects were gone
+                    dst.update_tags(TESSVRT_MISSING_TILES=",".join(filter(None, [meta["TESSVRT_MISSING_TILES"], *gone])))
             for f, path in zip(factors, ovs.close(), strict=True):
                 level_files.append(tmp.with_name(f"{tmp.name}.ov{f}.z.tif"))
                 rio_copy(path, level_files[-1], driver="GTiff", **tiled)
@@ -308,7 +314,7 @@ class _TileRows:
     first_x0: int  # the chunk that fetched them (later chunks of the same block row reuse them)
 
 
-def _fetch_chunk(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int, x0: int, bs: int, cw: int,
+def _fetch_chunk(pool, src: _Source, tiles: list[ZoneTile], win: Window, y0: int, x0: int, bs: int, cw: int,
                  have: dict[int, _TileRows]) -> list[_TileRows]:
     """Ranged GETs (started, not awaited) of the tile rows under output rows [y0, y0+bs) of the
     tiles that own pixels in columns [x0, x0+cw); rows already fetched for this block row are reused."""
@@ -327,18 +333,35 @@ def _fetch_chunk(pool, ep: Endpoint, tiles: list[ZoneTile], win: Window, y0: int
             out.append(have[id(t)])
             continue
         line = t.width * BANDS
-        emb = pool.submit(_get, ep, t.grid, t.grid_offset + r0 * line, (r1 - r0) * line, t.grid_size, t.name,
+        emb = pool.submit(_get, src, t.grid, t.grid_offset + r0 * line, (r1 - r0) * line, t.grid_size, t.name,
                           np.int8, (r1 - r0, t.width, BANDS))
         sline = t.width * 4 * t.scale_bands
         sshape = (r1 - r0, t.width) if t.scale_bands == 1 else (r1 - r0, t.width, BANDS)
-        sc = pool.submit(_get, ep, t.scales, t.scales_offset + r0 * sline, (r1 - r0) * sline, t.scales_size, t.name,
+        sc = pool.submit(_get, src, t.scales, t.scales_offset + r0 * sline, (r1 - r0) * sline, t.scales_size, t.name,
                          np.dtype("<f4"), sshape)
         out.append(_TileRows(t, r0, emb, sc, (r1 - r0) * (line + sline), x0))
     return out
 
 
-def _get(ep: Endpoint, loc: S3Location, start: int, length: int, total: int, tile: str, dtype, shape) -> np.ndarray:
-    body = fetch_range(ep, loc, start, length, total, what=f"tile {tile}")
+@dataclass
+class _Source:
+    """Where tile bytes come from, and which tiles turned out to be gone (with --allow-missing)."""
+
+    ep: Endpoint
+    allow_missing: bool = False
+    missing: set[str] = field(default_factory=set)
+
+
+def _get(src: _Source, loc: S3Location, start: int, length: int, total: int, tile: str, dtype,
+         shape) -> np.ndarray | None:
+    """The rows as an array, or None for a gone object when missing tiles are allowed."""
+    try:
+        body = fetch_range(src.ep, loc, start, length, total, what=f"tile {tile}")
+    except MissingObject:
+        if not src.allow_missing:
+            raise
+        src.missing.add(tile)
+        return None
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
@@ -361,6 +384,8 @@ def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, x0: i
     """
     t = tr.tile
     emb, sc = tr.emb.result(), tr.scales.result()
+    if emb is None or sc is None:  # a gone object, allowed: its pixels stay NaN
+        return
     tx, ty = win.offset_of(t.window)
     _, h, w = out.shape
     r_lo, r_hi = max(y0 - ty, tr.r0), min(y0 + h - ty, tr.r0 + emb.shape[0])  # tile rows in this chunk
@@ -385,7 +410,7 @@ def progress_printer(stream=None, interval: float = 5.0) -> Callable[[int, int],
     stream = stream or sys.stderr
     tty = stream.isatty()
     start = time.perf_counter()
-    last = [0.0]
+    last = [0.0 if tty else start]  # plain lines: the first after `interval`, so short runs stay quiet
 
     def cb(done: int, total: int) -> None:
         now = time.perf_counter()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlparse
 
-from .errors import TessvrtError
+from .errors import MissingObject, TessvrtError
 
 DEFAULT_BUCKET = "tessera-embeddings"
 DEFAULT_REGION = "us-west-2"
@@ -147,9 +147,9 @@ def fetch_range(endpoint: Endpoint, loc: S3Location, start: int, length: int, to
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code in ("NoSuchKey", "404") or status == 404:
-                raise TessvrtError(f"{what}: {loc.uri} does not exist (404)") from None
+                raise MissingObject(f"{what}: {loc.uri} does not exist (404)") from None
             if code in ("AccessDenied", "403") or status == 403:
-                raise TessvrtError(f"{what}: access to {loc.uri} is forbidden (403)") from None
+                raise MissingObject(f"{what}: access to {loc.uri} is forbidden (403)") from None
             last = f"{code or status}"
         except (BotoCoreError, HTTPError, OSError) as exc:
             last = type(exc).__name__

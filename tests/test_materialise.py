@@ -145,8 +145,8 @@ def test_bad_inputs(vrts, tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["plain.vrt"]
 
 
-def test_missing_tile_object_names_the_tile(vrts, tmp_path):
-    """A tile object deleted from the bucket after build: 404 named, no output."""
+def vrt_with_gone_tile(vrts, tmp_path):
+    """A copy of the block VRT whose record points one tile at an object that does not exist."""
     import shutil
 
     folder = tmp_path / "v"
@@ -159,10 +159,32 @@ def test_missing_tile_object_names_the_tile(vrts, tmp_path):
     victim = rec["tiles"][4]
     rec["tiles"][4] = {**victim, "grid": victim["grid"] + ".gone"}
     rec_path.write_text(json.dumps(rec))
+    return vrt, victim["name"]
+
+
+def test_missing_tile_object_names_the_tile(vrts, tmp_path):
+    """A tile object deleted from the bucket after build: 404 named, no output."""
+    vrt, victim = vrt_with_gone_tile(vrts, tmp_path)
     out = tmp_path / "x.tif"
     p = run_cli("materialise", str(vrt), str(out), "--bands", "1", check=False)
-    assert p.returncode == 1 and victim["name"] in p.stderr and "404" in p.stderr, p.stderr
+    assert p.returncode == 1 and victim in p.stderr and "404" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert not out.exists() and not list(tmp_path.glob(".x.tif*"))
+
+
+def test_allow_missing_writes_nan_and_lists_the_tile(vrts, bucket_root, tmp_path):
+    vrt, victim = vrt_with_gone_tile(vrts, tmp_path)
+    out = tmp_path / "x.tif"
+    p = run_cli("materialise", str(vrt), str(out), "--bands", "1,64", "--allow-missing", "--json")
+    assert json.loads(p.stdout)["missing"] == [victim] and victim in p.stderr
+    rec = load_record(vrts["block"])
+    zone = rec["zones"][0]
+    without = {**rec, "tiles": [t for t in rec["tiles"] if t["name"] != victim]}  # its pixels: owner not there
+    ref = zone_reference(bucket_root, without, zone, [1, 64])
+    with rasterio.open(out) as d:
+        assert_same(d.read(), ref, "--allow-missing output")
+        assert victim in d.tags()["TESSVRT_MISSING_TILES"].split(",")
+    assert np.isnan(ref).sum() > np.isnan(zone_reference(bucket_root, rec, zone, [1, 64])).sum()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

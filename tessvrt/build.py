@@ -54,6 +54,8 @@ class BBox:
 def parse_tile(text: str) -> Tile:
     try:
         lon, lat = (float(p) for p in text.split(","))
+        if not (-180 < lon < 180 and -90 < lat < 90):  # also refuses nan and inf
+            raise ValueError("longitude must be within (-180, 180) and latitude within (-90, 90)")
         return Tile.at(lon, lat)
     except ValueError as exc:
         raise TessvrtError(f"--tile {text!r}: {exc}; write LON,LAT of a tile centre, e.g. -0.05,51.55") from None

@@ -117,3 +117,49 @@ def test_bbox_parse_property(w, s, dw, dh):
     for t in tiles:  # every selected cell intersects the box, and the corners' cells are selected
         west, south, east, north = t.bounds
         assert west <= e + 1e-9 and east >= w - 1e-9 and south <= n + 1e-9 and north >= s - 1e-9
+
+
+@given(st.lists(st.integers(1, 128), min_size=1, max_size=20))
+def test_band_list_parse_property(bands):
+    from tessvrt.materialise import parse_bands
+
+    assert parse_bands(",".join(map(str, bands))) == bands
+    lo, hi = min(bands), max(bands)
+    assert parse_bands(f"{lo}-{hi}") == list(range(lo, hi + 1))
+
+
+@given(st.text(max_size=20))
+def test_band_parse_never_crashes(text):
+    """Any text is either a valid band list or a TessvrtError naming it, never another exception."""
+    from tessvrt.materialise import parse_bands
+
+    try:
+        out = parse_bands(text)
+    except TessvrtError as exc:
+        assert "--bands" in str(exc)
+        return
+    assert out and all(1 <= b <= 128 for b in out)
+
+
+@given(st.integers(-1799, 1799), st.integers(-899, 899))
+def test_tile_parse_property(lon_c, lat_c):
+    from tessvrt.build import parse_tile
+
+    lon, lat = lon_c / 10 + 0.05, lat_c / 10 + 0.05
+    if lon >= 180 or lat >= 90:
+        return
+    t = parse_tile(f"{lon:.2f},{lat:.2f}")
+    assert abs(t.lon - round(lon, 2)) < 1e-9 and abs(t.lat - round(lat, 2)) < 1e-9
+
+
+@given(st.one_of(st.text(max_size=20), st.tuples(st.floats(), st.floats()).map(lambda p: f"{p[0]!r},{p[1]!r}")))
+def test_tile_parse_never_crashes(text):
+    """Text or any float pair (nan, inf, out of range): a tile inside the globe or a TessvrtError."""
+    from tessvrt.build import parse_tile
+
+    try:
+        t = parse_tile(text)
+    except TessvrtError as exc:
+        assert "--tile" in str(exc)
+        return
+    assert -180 < t.lon < 180 and -90 < t.lat < 90

@@ -149,8 +149,17 @@ def materialise(
         for (z, tiles), target in zip(plans, targets, strict=True):
             win = Window(**z["window"])
             meta = _metadata(rec, z, tiles)
-            remote += _write_zone(target, win, tiles, band_list, src, compress, level, blocksize, overviews, meta, meter,
-                                  workers)
+            try:
+                remote += _write_zone(target, win, tiles, band_list, src, compress, level, blocksize, overviews, meta,
+                                      meter, workers)
+            except TessvrtError:
+                raise
+            except Exception as exc:  # disk full, folder gone, GDAL write errors: say so in one line
+                if not _is_write_error(exc):
+                    raise
+                raise TessvrtError(f"writing {target} failed ({str(exc).strip() or type(exc).__name__}); "
+                                   "nothing was written: check free space and permissions in "
+                                   f"{parent}, then run again") from None
             written.append(target)
     except BaseException:
         for p in written:  # all zones or none: a half set of outputs is not a result
@@ -159,6 +168,12 @@ def materialise(
     size = sum(p.stat().st_size for p in written)
     return MaterialiseResult(written, size, time.perf_counter() - t0, remote, [t["name"] for t in rec["tiles"]],
                              output_float32_bytes=total, missing=sorted(src.missing))
+
+
+def _is_write_error(exc: Exception) -> bool:
+    from rasterio.errors import RasterioError
+
+    return isinstance(exc, OSError | RasterioError) or type(exc).__module__.startswith("rasterio")
 
 
 def _zone_tiles(rec: dict, zone: dict) -> list[ZoneTile]:

@@ -212,3 +212,22 @@ def test_interrupted_run_leaves_nothing_and_reruns_identically(vrts, tmp_path, s
     run_cli("materialise", str(vrts["block"]), str(clean), "--quiet")
     with rasterio.open(out) as a, rasterio.open(clean) as b:
         assert_same(a.read(), b.read(), "rerun after interruption")
+
+
+def test_disk_full_is_one_clear_error_and_leaves_nothing(vrts, tmp_path, monkeypatch):
+    """A 4 MB file system fills up mid-run (the up-front space check is bypassed to get there)."""
+    import importlib
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        mat = importlib.import_module("tessvrt.materialise")
+        monkeypatch.setattr(mat, "_check_space", lambda *a: None)
+        with pytest.raises(mat.TessvrtError, match="writing .*out.tif failed") as err:
+            mat.materialise(vrts["block"], small / "out.tif", bands="1-8", compress="none")
+        assert "\n" not in str(err.value) and "free space" in str(err.value)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

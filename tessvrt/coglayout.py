@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-TILE_OFFSETS, TILE_BYTE_COUNTS, NEW_SUBFILE_TYPE = 324, 325, 254
-_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8, 17: 8, 18: 8}
+from .tiff import NEW_SUBFILE_TYPE, TILE_BYTE_COUNTS, TILE_OFFSETS, read_ifds
+
 # what an overview IFD keeps from its own file (no georeferencing or metadata: those live on the main IFD)
 _STRUCTURAL = {256, 257, 258, 259, 262, 277, 284, 317, 322, 323, 338, 339, 42113}
 
@@ -32,37 +32,11 @@ class Image:
 
 
 def read_image(path: Path) -> Image:
-    """The first IFD of a little-endian tiled (Big)TIFF as GDAL writes it."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-        if head[:2] != b"II" or struct.unpack("<H", head[2:4])[0] not in (42, 43):
-            raise ValueError(f"{path}: not a little-endian TIFF")
-        big = head[2] == 43
-        off = struct.unpack("<Q", head[8:16])[0] if big else struct.unpack("<I", head[4:8])[0]
-        f.seek(off)
-        n = struct.unpack("<Q" if big else "<H", f.read(8 if big else 2))[0]
-        esize = 20 if big else 12
-        raw = f.read(n * esize)
-        tags = {}
-        for i in range(n):
-            e = raw[i * esize:(i + 1) * esize]
-            tag, typ = struct.unpack("<HH", e[:4])
-            count = struct.unpack("<Q", e[4:12])[0] if big else struct.unpack("<I", e[4:8])[0]
-            inline = e[12:20] if big else e[8:12]
-            nbytes = _SIZE.get(typ, 1) * count
-            if nbytes <= len(inline):
-                data = inline[:nbytes]
-            else:
-                f.seek(struct.unpack("<Q" if big else "<I", inline)[0])
-                data = f.read(nbytes)
-            tags[tag] = (typ, count, data)
-    return Image(path, tags, _ints(tags[TILE_OFFSETS]), _ints(tags[TILE_BYTE_COUNTS]))
-
-
-def _ints(entry: tuple[int, int, bytes]) -> list[int]:
-    typ, count, data = entry
-    fmt = {3: "H", 4: "I", 16: "Q"}[typ]
-    return list(struct.unpack(f"<{count}{fmt}", data))
+    """The first IFD of a little-endian tiled (Big)TIFF, as GDAL writes it on this platform."""
+    ifd = read_ifds(path, limit=1)[0]
+    if ifd.order != "<":
+        raise ValueError(f"{path}: not a little-endian TIFF")
+    return Image(path, ifd.tags, ifd.ints(TILE_OFFSETS), ifd.ints(TILE_BYTE_COUNTS))
 
 
 def assemble(out: Path, main: Image, overviews: list[Image], bigtiff: bool | None = None) -> None:

@@ -6,4 +6,8 @@ class TessvrtError(Exception):
 
 
 class MissingObject(TessvrtError):
-    """An object the VRT points at is gone (404) or forbidden (403): not worth retrying."""
+    """An object is gone (404) or forbidden (403): not worth retrying."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import TessvrtError
-from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, check_whole_object, client
+from .errors import MissingObject, TessvrtError
+from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, check_whole_object, get_checked
 
 REQUIRED = {
     "version": "string",
@@ -101,33 +100,21 @@ def hash_str(s: str) -> int:
     return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
 
 
-def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None, attempts: int = 5) -> tuple[bytes | None, str]:
-    """The whole manifest (checksum-verified), or None when the cached copy's ETag still matches."""
-    from botocore.exceptions import BotoCoreError, ClientError
-    from urllib3.exceptions import HTTPError
+def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None) -> tuple[bytes | None, str]:
+    """The whole manifest (checksum-verified, retried), or None when the cached copy's ETag still matches."""
+    from botocore.exceptions import ClientError
 
     kw = {"IfNoneMatch": etag} if etag else {}
-    last = ""
-    for attempt in range(attempts):
-        try:
-            resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, ChecksumMode="ENABLED", **kw)
-            body = resp["Body"].read()
-            check_whole_object(body, resp, loc.uri)
-            return body, resp.get("ETag", "")
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 304 or code == "304":
-                return None, etag or ""
-            if code in ("NoSuchKey", "404", "NoSuchBucket"):
-                raise TessvrtError(f"manifest {loc.uri} not found; check --dataset or --manifest") from None
-            if code in ("AccessDenied", "403"):
-                raise TessvrtError(f"manifest {loc.uri} is forbidden (403); check --endpoint") from None
-            last = f"{code or status}"
-        except (BotoCoreError, HTTPError, OSError) as exc:  # resets, short bodies, checksum mismatches
-            last = str(exc) or type(exc).__name__
-        time.sleep(min(0.2 * 2**attempt, 5.0))
-    raise TessvrtError(f"manifest {loc.uri}: download failed {attempts} times ({last}); check the network and retry")
+    try:
+        body, resp = get_checked(endpoint, loc, "manifest", lambda b, r: check_whole_object(b, r, loc.uri), attempts=5,
+                                 ChecksumMode="ENABLED", **kw)
+    except ClientError:  # 304 Not Modified
+        return None, etag or ""
+    except MissingObject as exc:
+        if exc.status == 403:
+            raise TessvrtError(f"manifest {loc.uri} is forbidden (403); check --endpoint") from None
+        raise TessvrtError(f"manifest {loc.uri} not found; check --dataset or --manifest") from None
+    return body, resp.get("ETag", "")
 
 
 def _get_http(url: str, etag: str | None) -> tuple[bytes | None, str]:

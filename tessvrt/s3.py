@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlparse
@@ -119,39 +120,55 @@ def get_range(endpoint: Endpoint, loc: S3Location, start: int, length: int) -> b
     return body
 
 
-def fetch_range(endpoint: Endpoint, loc: S3Location, start: int, length: int, total: int, what: str,
-                attempts: int = 6) -> bytes:
-    """Exactly bytes [start, start+length) of an object of `total` bytes, or a TessvrtError.
+def get_checked(endpoint: Endpoint, loc: S3Location, what: str, check: Callable[[bytes, dict], None],
+                attempts: int = 6, **params: str) -> tuple[bytes, dict]:
+    """GET an object (get_object `params`: Range, IfNoneMatch, ...) until `check` accepts the body.
 
-    The body length and the object size in Content-Range are checked on every read; a short
-    or wrong-sized body, a reset connection or a 5xx/429 is retried with exponential backoff.
-    A 404/403 is not transient: it names `what` and stops.
+    `check(body, response)` raises OSError for a bad body worth another try (short, checksum
+    mismatch) and TessvrtError for a final verdict. Resets, 5xx/429 and bad bodies are retried with
+    exponential backoff; 404/403 raise MissingObject naming `what`; a 304 (a conditional GET whose
+    copy is current) is raised to the caller as botocore's ClientError.
     """
     from botocore.exceptions import BotoCoreError, ClientError
     from urllib3.exceptions import HTTPError
 
-    rng = f"bytes={start}-{start + length - 1}"
     last = ""
     for attempt in range(attempts):
         try:
-            resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, Range=rng)
+            resp = client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key, **params)
             body = resp["Body"].read()
-            size = str(resp.get("ContentRange", "")).rpartition("/")[2]
-            if size.isdigit() and int(size) != total:
-                raise TessvrtError(f"{what}: {loc.uri} is {size} bytes, the manifest says {total}; the bucket changed "
-                                   "since the VRT was built - rebuild it")
-            if len(body) == length:
-                return body
-            last = f"short body ({len(body)} of {length} bytes)"
+            check(body, resp)
+            return body, resp
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in ("NoSuchKey", "404") or status == 404:
-                raise MissingObject(f"{what}: {loc.uri} does not exist (404)") from None
+            if status == 304 or code == "304":
+                raise
+            if code in ("NoSuchKey", "NoSuchBucket", "404") or status == 404:
+                raise MissingObject(f"{what}: {loc.uri} does not exist (404)", 404) from None
             if code in ("AccessDenied", "403") or status == 403:
-                raise MissingObject(f"{what}: access to {loc.uri} is forbidden (403)") from None
+                raise MissingObject(f"{what}: access to {loc.uri} is forbidden (403)", 403) from None
             last = f"{code or status}"
-        except (BotoCoreError, HTTPError, OSError) as exc:
-            last = type(exc).__name__
+        except (BotoCoreError, HTTPError, OSError) as exc:  # resets, short bodies, checksum mismatches
+            last = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         time.sleep(min(0.1 * 2**attempt, 5.0))
     raise TessvrtError(f"{what}: reading {loc.uri} failed {attempts} times ({last}); check the network and retry")
+
+
+def fetch_range(endpoint: Endpoint, loc: S3Location, start: int, length: int, total: int, what: str,
+                attempts: int = 6) -> bytes:
+    """Exactly bytes [start, start+length) of an object of `total` bytes, or a TessvrtError.
+
+    The body length and the object size in Content-Range are checked on every read (S3 has no
+    checksum of a range); a short body is retried, a changed object size is final.
+    """
+
+    def check(body: bytes, resp: dict) -> None:
+        size = str(resp.get("ContentRange", "")).rpartition("/")[2]
+        if size.isdigit() and int(size) != total:
+            raise TessvrtError(f"{what}: {loc.uri} is {size} bytes, the manifest says {total}; the bucket changed "
+                               "since the VRT was built - rebuild it")
+        if len(body) != length:
+            raise OSError(f"short body ({len(body)} of {length} bytes)")
+
+    return get_checked(endpoint, loc, what, check, attempts, Range=f"bytes={start}-{start + length - 1}")[0]

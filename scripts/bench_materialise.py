@@ -207,7 +207,8 @@ def run(work: Path, root: Path, url: str, compress: str) -> None:
             d.build_overviews(overview_factors(prof["width"], prof["height"], 512), Resampling.nearest)
         tstage = time.perf_counter() - t0
         t1 = time.perf_counter()
-        rasterio.shutil.copy(mem, work / "d.tif", driver="GTiff", **cog_options(compress, None, 512))
+        rasterio.shutil.copy(mem, work / "d.tif", driver="GTiff", COPY_SRC_OVERVIEWS="YES",
+                             **cog_options(compress, None, 512))
     tcomp = time.perf_counter() - t1
     td = tf + tcomp
     print(f"(d) floor: fetch {fetched / 1e6:,.0f} MB in {tf:.1f} s + compress once {tcomp:.1f} s = {td:.1f} s, "

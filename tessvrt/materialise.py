@@ -171,9 +171,10 @@ def materialise(
 
 
 def _is_write_error(exc: Exception) -> bool:
+    from rasterio._err import CPLE_BaseError  # GDAL's errors as rasterio raises them
     from rasterio.errors import RasterioError
 
-    return isinstance(exc, OSError | RasterioError) or type(exc).__module__.startswith("rasterio")
+    return isinstance(exc, OSError | RasterioError | CPLE_BaseError)
 
 
 def _zone_tiles(rec: dict, zone: dict) -> list[ZoneTile]:
@@ -273,7 +274,7 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
     cw = chunk_width(win.width, len(bands), bs)
     chunks = [(y0, x0) for y0 in range(0, win.height, bs) for x0 in range(0, win.width, cw)]
     factors = overview_factors(win.width, win.height, bs) if overviews else []
-    tiled = {k: v for k, v in cog_options(compress, level, bs).items() if k != "COPY_SRC_OVERVIEWS"}
+    tiled = cog_options(compress, level, bs)
     profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": len(bands), "dtype": "float32",
                "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **tiled}
     fetched = 0

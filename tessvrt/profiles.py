@@ -6,19 +6,17 @@ from __future__ import annotations
 COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
 
 # Default level per compression when --level is absent. On embedding-like float32 with the
-# floating-point predictor, ZSTD 1 writes 5.5x faster than ZSTD 9 for a 4% larger file, and
-# DEFLATE 1 1.5x faster than DEFLATE 6 for 2% (table in docs/performance.md).
+# floating-point predictor, ZSTD 1 writes 3.9x faster than ZSTD 9 for a 4% larger file, and
+# DEFLATE 1 1.8x faster than DEFLATE 6 for 2% (table in docs/performance.md).
 DEFAULT_LEVEL = {"zstd": 1, "deflate": 1}
 
 
 def cog_options(compress: str, level: int | None, blocksize: int) -> dict[str, str]:
-    """GTiff creation options that, copying a stage that has overviews, give a COG layout.
+    """GTiff creation options of every image in a materialised COG (full resolution and overviews).
 
-    GTiff with COPY_SRC_OVERVIEWS=YES writes all IFDs first, then overview tiles smallest
-    first, then full-resolution tiles: what GDAL's COG driver itself does. Used instead of the
-    COG driver because it allows INTERLEAVE=BAND on every GDAL here: a reader of 3 of the 128
-    bands then decompresses 3 blocks, not one 128-band block (and the COG driver before 3.11
-    regenerated overviews on 128-band pixel-interleaved blocks, measured at minutes for 300 MB).
+    Tiled and band-interleaved: a reader of 3 of the 128 bands decompresses 3 blocks, not one
+    128-band block. (GDAL's COG driver only writes pixel interleave before 3.11 and regenerated
+    overviews on such blocks for minutes on 300 MB, measured; coglayout lays the COG out instead.)
     """
     opts = {
         "TILED": "YES",
@@ -28,7 +26,6 @@ def cog_options(compress: str, level: int | None, blocksize: int) -> dict[str, s
         "INTERLEAVE": "BAND",
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
-        "COPY_SRC_OVERVIEWS": "YES",
     }
     if compress in ("zstd", "deflate", "lzw"):
         opts["PREDICTOR"] = "3"  # floating-point predictor

@@ -49,8 +49,7 @@ def assemble(out: Path, main: Image, overviews: list[Image], bigtiff: bool | Non
     """
     levels = [main, *overviews]
     tags = _level_tags(levels)
-    ifd_bytes = sum(_ifd_size(t, len(img.offsets), True) for t, img in zip(tags, levels, strict=True))
-    head = 16 + ifd_bytes + sum(sum(img.counts) for img in overviews)
+    head = _head_size(levels, tags, big=True)  # an upper bound: the format is not chosen yet
     block = os.statvfs(main.path).f_bsize
     inserted = -(-head // block) * block
     big = inserted + main.path.stat().st_size + 2**20 > 2**32 - 1 if bigtiff is None else bigtiff
@@ -64,8 +63,7 @@ def assemble(out: Path, main: Image, overviews: list[Image], bigtiff: bool | Non
                 raise RuntimeError(f"COG head is {f.tell()} bytes, {inserted} were inserted")
         os.replace(main.path, out)
         return
-    ifd_end = (16 if big else 8) + sum(_ifd_size(t, len(img.offsets), big) for t, img in zip(tags, levels, strict=True))
-    pos = ifd_end + sum(sum(img.counts) for img in overviews)
+    pos = _head_size(levels, tags, big)
     main_offsets = []
     for c in main.counts:
         main_offsets.append(pos if c else 0)
@@ -86,6 +84,12 @@ def _level_tags(levels: list[Image]) -> list[dict[int, tuple[int, int, bytes]]]:
             tags[NEW_SUBFILE_TYPE] = (4, 1, struct.pack("<I", 1))  # reduced-resolution image
         out.append(tags)
     return out
+
+
+def _head_size(levels: list[Image], tags: list[dict], big: bool) -> int:
+    """Bytes of the header, every IFD and the overview tiles: where full resolution starts."""
+    ifds = sum(_ifd_size(t, len(img.offsets), big) for t, img in zip(tags, levels, strict=True))
+    return (16 if big else 8) + ifds + sum(sum(img.counts) for img in levels[1:])
 
 
 def _ifd_size(tags: dict, ntiles: int, big: bool) -> int:

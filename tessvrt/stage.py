@@ -39,12 +39,12 @@ class Overviews:
     def __init__(self, base: Path, win: Window, nbands: int, rows: int, factors: list[int]):
         import rasterio
 
-        self.win, self.factors = win, factors
         self.paths = [base.with_name(f"{base.name}.ov{f}.tif") for f in factors]
         t = win.transform
-        self.files = []
+        self.files, self.picks = [], []
         for path, f in zip(self.paths, factors, strict=True):
             w, h = -(-win.width // f), -(-win.height // f)
+            self.picks.append((picks(h, f, win.height), picks(w, f, win.width)))
             self.files.append(rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=nbands, dtype="float32",
                                             crs=f"EPSG:{win.epsg}", transform=t @ t.scale(win.width / w, win.height / h),
                                             nodata=float("nan"), **stage_options(max(1, rows // f))))
@@ -54,9 +54,7 @@ class Overviews:
         from rasterio.windows import Window as RioWindow
 
         _, h, w = block.shape
-        for f, dst in zip(self.factors, self.files, strict=True):
-            rows = picks(dst.height, f, self.win.height)
-            cols = picks(dst.width, f, self.win.width)
+        for (rows, cols), dst in zip(self.picks, self.files, strict=True):
             ri = np.flatnonzero((rows >= y0) & (rows < y0 + h))
             ci = np.flatnonzero((cols >= x0) & (cols < x0 + w))
             if len(ri) and len(ci):

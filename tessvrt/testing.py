@@ -194,8 +194,10 @@ def env_with_gdalrc(gdalrc: Path) -> dict[str, str]:
 class _LocalServer:
     """A threaded HTTP server on 127.0.0.1 for the life of a `with` block."""
 
-    port: int
-    _httpd = None
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._httpd = None
 
     def _serve(self, handler: type):  # noqa: ANN202 - returns the subclass instance
         import threading
@@ -220,9 +222,8 @@ class FileServer(_LocalServer):
     """
 
     def __init__(self, folder: Path, port: int | None = None):
-        self.folder, self.port = folder, port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._httpd = None
+        super().__init__(port)
+        self.folder = folder
 
     def __enter__(self) -> FileServer:
         from http.server import BaseHTTPRequestHandler
@@ -312,9 +313,7 @@ class FaultProxy(_LocalServer):
         self.rng = random.Random(seed)
         self.injected: Counter[str] = Counter()
         self.log: list[tuple[str, str, str, int, int]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._httpd = None
+        super().__init__()
 
     def _pick(self) -> str | None:
         for fault, rate in self.rates.items():

@@ -16,10 +16,8 @@ from . import __version__, npy, vrt
 from .errors import TessvrtError
 from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
 from .manifest import ManifestSource, read_manifest, select
+from .record import RECORD, SIDECAR_SUFFIX
 from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, get_range
-
-SIDECAR_SUFFIX = ".tessvrt"
-RECORD = "tessvrt.json"
 
 
 @dataclass(frozen=True)
@@ -101,15 +99,18 @@ def _raw_layout(t: Tile, g: TileGrid, row, endpoint: Endpoint, vsi: str, bucket:
     if goff != npy.TYPICAL_HEADER or soff is None:
         # sizes disagree with the computed geometry: believe the bytes, one ranged GET each
         gh = _header(endpoint, gloc)
-        if gh.descr not in ("|i1", "i1") or gh.fortran_order or len(gh.shape) != 3 or gh.shape[2] != vrt.BANDS:
-            raise TessvrtError(f"{gloc.uri} is not an int8 (H, W, 128) C-order array ({gh}); refusing tile {t.name}")
-        h, w = gh.shape[0], gh.shape[1]
+        try:
+            h, w = npy.embedding_shape(gh, vrt.BANDS)
+        except ValueError as exc:
+            raise TessvrtError(f"{gloc.uri} {exc}; refusing tile {t.name}") from None
         if gh.data_offset + h * w * vrt.BANDS != gsize:
             raise TessvrtError(f"{gloc.uri}: header says {gh.shape} but the manifest size is {gsize}; refusing tile {t.name}")
         sh = _header(endpoint, sloc)
-        if sh.descr != "<f4" or sh.fortran_order or sh.shape[:2] != (h, w) or sh.shape[2:] not in ((), (vrt.BANDS,)):
-            raise TessvrtError(f"{sloc.uri} is not float32 scales matching {h}x{w} ({sh}); refusing tile {t.name}")
-        goff, soff, nscale = gh.data_offset, sh.data_offset, (vrt.BANDS if sh.shape[2:] else 1)
+        try:
+            nscale = npy.scale_bands(sh, h, w, vrt.BANDS)
+        except ValueError as exc:
+            raise TessvrtError(f"{sloc.uri} {exc}; refusing tile {t.name}") from None
+        goff, soff = gh.data_offset, sh.data_offset
         if soff + h * w * 4 * nscale != ssize:
             raise TessvrtError(f"{sloc.uri}: header and manifest size {ssize} disagree; refusing tile {t.name}")
         g = TileGrid(t, g.epsg, g.origin_e, g.origin_n, w, h)

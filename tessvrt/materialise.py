@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, npy
 from .coglayout import assemble, read_image
 from .errors import MissingObject, TessvrtError
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
-from .info import read_record
 from .profiles import COMPRESSIONS, cog_options, overview_factors
+from .record import read_record
 from .s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
 from .stage import Overviews
 from .vrt import BANDS
@@ -141,10 +141,10 @@ def materialise(
 
     src = _Source(ep, allow_missing)
     plans = [(z, _zone_tiles(rec, z)) for z in zones]
+    remote = _check_headers(src, [t for _, ts in plans for t in ts], workers)
     total = sum(z["window"]["width"] * z["window"]["height"] for z, _ in plans) * len(band_list) * 4
     meter = _Meter(total, progress)
     written: list[Path] = []
-    remote = 0
     try:
         for (z, tiles), target in zip(plans, targets, strict=True):
             win = Window(**z["window"])
@@ -366,6 +366,38 @@ class _Source:
     ep: Endpoint
     allow_missing: bool = False
     missing: set[str] = field(default_factory=set)
+
+
+def _check_headers(src: _Source, tiles: list[ZoneTile], workers: int) -> int:
+    """Compare every tile object's npy header with the record (one small ranged GET each); bytes read.
+
+    build trusts manifest sizes (no per-tile request), so this is where an object replaced or
+    damaged since is refused, before a pixel is written, instead of dequantising the wrong bytes.
+    """
+
+    def check(t: ZoneTile, grid: bool) -> int:
+        loc, off, size = (t.grid, t.grid_offset, t.grid_size) if grid else (t.scales, t.scales_offset, t.scales_size)
+        try:
+            head = fetch_range(src.ep, loc, 0, off, size, what=f"tile {t.name}")
+            if npy.data_offset(head) != off:
+                raise ValueError(f"its data starts at byte {npy.data_offset(head)}, not {off}")
+            h = npy.parse_header(head)
+            if grid and npy.embedding_shape(h, BANDS) != (t.height, t.width):
+                raise ValueError(f"its shape is {h.shape}, not ({t.height}, {t.width}, {BANDS})")
+            if not grid and npy.scale_bands(h, t.height, t.width, BANDS) != t.scale_bands:
+                raise ValueError(f"its shape is {h.shape}, the VRT expects {t.scale_bands} scale band(s)")
+        except MissingObject:
+            if not src.allow_missing:
+                raise
+            src.missing.add(t.name)
+            return 0
+        except ValueError as exc:
+            raise TessvrtError(f"tile {t.name}: {loc.uri}: {exc}; the object no longer matches the VRT - "
+                               "rebuild it with tessvrt build") from None
+        return off
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-header") as pool:
+        return sum(pool.map(lambda a: check(*a), [(t, g) for t in tiles for g in (True, False)]))
 
 
 def _get(src: _Source, loc: S3Location, start: int, length: int, total: int, tile: str, dtype,

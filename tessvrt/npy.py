@@ -19,24 +19,26 @@ class NpyHeader:
     data_offset: int
 
 
-def parse_header(buf: bytes) -> NpyHeader:
-    """Parse an npy v1/v2/v3 header from the first bytes of a file."""
+def data_offset(buf: bytes) -> int:
+    """Where the array data starts (magic + version + header length), from the first 12 bytes."""
     if len(buf) < 10 or not buf.startswith(MAGIC):
         raise ValueError("not an .npy file (bad magic)")
     major = buf[6]
     if major == 1:
-        (hlen,), start = struct.unpack("<H", buf[8:10]), 10
-    elif major in (2, 3):
-        if len(buf) < 12:
-            raise ValueError("truncated .npy header")
-        (hlen,), start = struct.unpack("<I", buf[8:12]), 12
-    else:
-        raise ValueError(f"unsupported .npy version {major}")
-    if len(buf) < start + hlen:
+        return 10 + struct.unpack("<H", buf[8:10])[0]
+    if major in (2, 3) and len(buf) >= 12:
+        return 12 + struct.unpack("<I", buf[8:12])[0]
+    raise ValueError(f"unsupported .npy version {major}" if major not in (2, 3) else "truncated .npy header")
+
+
+def parse_header(buf: bytes) -> NpyHeader:
+    """Parse an npy v1/v2/v3 header from the first bytes of a file."""
+    end = data_offset(buf)
+    if len(buf) < end:
         raise ValueError("truncated .npy header")
     try:
-        d = ast.literal_eval(buf[start : start + hlen].decode("latin1"))
-        return NpyHeader(str(d["descr"]), bool(d["fortran_order"]), tuple(d["shape"]), start + hlen)
+        d = ast.literal_eval(buf[12 if buf[6] > 1 else 10 : end].decode("latin1"))
+        return NpyHeader(str(d["descr"]), bool(d["fortran_order"]), tuple(d["shape"]), end)
     except (ValueError, SyntaxError, KeyError, TypeError) as exc:
         raise ValueError(f"unreadable .npy header ({exc})") from None
 
@@ -47,3 +49,19 @@ def build_header(descr: str, shape: tuple[int, ...]) -> bytes:
     pad = -(10 + len(text) + 1) % 64
     text = text + " " * pad + "\n"
     return MAGIC + b"\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+def embedding_shape(h: NpyHeader, bands: int) -> tuple[int, int]:
+    """(H, W) of an int8 (H, W, bands) C-order array, or ValueError saying what the header holds instead."""
+    if h.descr not in ("|i1", "i1") or h.fortran_order or len(h.shape) != 3 or h.shape[2] != bands:
+        raise ValueError(f"is not an int8 (H, W, {bands}) C-order array (header: {h.descr}, "
+                         f"{'Fortran' if h.fortran_order else 'C'} order, shape {h.shape})")
+    return h.shape[0], h.shape[1]
+
+
+def scale_bands(h: NpyHeader, height: int, width: int, bands: int) -> int:
+    """1 for (H, W) float32 scales, `bands` for (H, W, bands); ValueError for anything else."""
+    if h.descr != "<f4" or h.fortran_order or h.shape[:2] != (height, width) or h.shape[2:] not in ((), (bands,)):
+        raise ValueError(f"is not float32 C-order scales of {height}x{width} (header: {h.descr}, "
+                         f"{'Fortran' if h.fortran_order else 'C'} order, shape {h.shape})")
+    return bands if h.shape[2:] else 1

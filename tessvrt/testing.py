@@ -8,6 +8,7 @@ a second year and a second dataset version.  Needs moto[server] (the `test` extr
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -162,11 +163,15 @@ class MotoServer:
             self.proc.terminate()
             self.proc.wait(10)
 
-    def load(self, bucket_root: Path) -> None:
+    @functools.cached_property
+    def client(self):  # noqa: ANN201 - a boto3 S3 client (boto3 comes with moto)
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.url, region_name="us-west-2",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-west-2",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def load(self, bucket_root: Path) -> None:
+        s3 = self.client
         bucket = bucket_root.name
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
@@ -175,7 +180,12 @@ class MotoServer:
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
         for p in sorted(bucket_root.rglob("*")):
             if p.is_file():
-                s3.upload_fileobj(io.BytesIO(p.read_bytes()), bucket, p.relative_to(bucket_root).as_posix())
+                self.put(f"s3://{bucket}/{p.relative_to(bucket_root).as_posix()}", p.read_bytes())
+
+    def put(self, uri: str, data: bytes) -> None:
+        """Store an object (tests use it to plant damaged copies of tiles)."""
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        self.client.upload_fileobj(io.BytesIO(data), bucket, key)
 
     def __enter__(self) -> MotoServer:
         return self.start()

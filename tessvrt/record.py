@@ -1,0 +1,143 @@
+"""The build record (sidecar tessvrt.json): the contract between build and materialise/info.
+
+materialise trusts the record for byte offsets and windows, so a record or VRT edited by hand
+into something else must be refused before any byte is fetched or written: a wrong offset
+would dequantise the wrong bytes into a file that looks fine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .errors import TessvrtError
+from .grid import Window
+from .s3 import S3Location
+from .vrt import BANDS
+
+SIDECAR_SUFFIX = ".tessvrt"
+RECORD = "tessvrt.json"
+
+
+class _Bad(ValueError):
+    """One thing wrong with the record or VRT, worded for the user."""
+
+
+def read_record(vrt_path: str | Path) -> dict:
+    """The checked build record of a tessvrt VRT (main or per-zone)."""
+    p = Path(vrt_path)
+    if not p.is_file():
+        raise TessvrtError(f"{p} does not exist; pass a VRT written by tessvrt build")
+    stem = p.name[:-4] if p.name.lower().endswith(".vrt") else p.name
+    candidates = [p.with_name(stem + SIDECAR_SUFFIX)]
+    if "_utm" in stem:  # a per-zone VRT shares the main VRT's folder
+        candidates.append(p.with_name(stem.rsplit("_utm", 1)[0] + SIDECAR_SUFFIX))
+    for folder in candidates:
+        path = folder / RECORD
+        if not path.is_file():
+            continue
+        try:
+            rec = json.loads(path.read_text())
+            check_record(rec)
+        except (ValueError, _Bad) as exc:
+            raise TessvrtError(f"{path} is corrupt ({exc}); rebuild with tessvrt build") from None
+        try:
+            check_vrt(p, rec, folder.name)
+        except _Bad as exc:
+            raise TessvrtError(f"{p} does not match its build record ({exc}): it was edited after tessvrt build; "
+                               "rebuild it with tessvrt build") from None
+        return rec
+    raise TessvrtError(f"{p} is not a tessvrt VRT (no {candidates[0].name}/{RECORD} beside it); rebuild with tessvrt build")
+
+
+def check_record(rec: object) -> None:
+    """Types, ranges and byte arithmetic of every field materialise relies on."""
+    _need(isinstance(rec, dict), "not a JSON object")
+    assert isinstance(rec, dict)
+    for key, typ in (("dataset_version", str), ("variant", str), ("year", int), ("manifest", str),
+                     ("main", dict), ("zones", list), ("tiles", list), ("missing", list)):
+        _need(isinstance(rec.get(key), typ), f"'{key}' is missing or not a {typ.__name__}")
+    _window(rec["main"].get("window"), "main window")
+    _need(bool(rec["zones"]), "no zones")
+    for z in rec["zones"]:
+        _need(isinstance(z, dict) and _is_int(z.get("epsg")) and isinstance(z.get("vrt"), str), f"bad zone {z!r}")
+        _window(z.get("window"), f"zone {z.get('epsg')} window")
+    names, buckets = set(), set()
+    _need(bool(rec["tiles"]), "no tiles")
+    for t in rec["tiles"]:
+        _need(isinstance(t, dict) and isinstance(t.get("name"), str), f"bad tile entry {str(t)[:60]!r}")
+        name = t["name"]
+        _need(name not in names, f"tile {name} is listed twice")
+        names.add(name)
+        for key in ("epsg", "width", "height", "grid_offset", "scales_offset", "scale_bands", "grid_size", "scales_size"):
+            _need(_is_int(t.get(key)), f"tile {name}: '{key}' is missing or not an integer")
+        for key in ("lon", "lat"):
+            _need(_is_num(t.get(key)), f"tile {name}: '{key}' is missing or not a number")
+        _need(isinstance(t.get("origin"), list) and len(t["origin"]) == 2 and all(map(_is_num, t["origin"])),
+              f"tile {name}: 'origin' is not two numbers")
+        _need(t["width"] > 0 and t["height"] > 0, f"tile {name}: size {t['width']}x{t['height']}")
+        _need(t["scale_bands"] in (1, BANDS), f"tile {name}: scale_bands {t['scale_bands']} (1 or {BANDS})")
+        _need(t["grid_offset"] >= 10 and t["scales_offset"] >= 10, f"tile {name}: byte offsets inside the npy magic")
+        pixels = t["width"] * t["height"]
+        _need(t["grid_size"] == t["grid_offset"] + pixels * BANDS,
+              f"tile {name}: grid_size {t['grid_size']} != offset + {t['width']}x{t['height']}x{BANDS} bytes")
+        _need(t["scales_size"] == t["scales_offset"] + pixels * 4 * t["scale_bands"],
+              f"tile {name}: scales_size {t['scales_size']} != offset + float32 scales")
+        for key in ("grid", "scales"):
+            try:
+                buckets.add(S3Location.parse(str(t.get(key))).bucket)
+            except ValueError as exc:
+                raise _Bad(f"tile {name}: {exc}") from None
+    _need(len(buckets) == 1, f"tiles point into several buckets ({', '.join(sorted(buckets))})")
+    zones = {z["epsg"] for z in rec["zones"]}
+    _need(all(t["epsg"] in zones for t in rec["tiles"]), "a tile's zone has no zone entry")
+
+
+def check_vrt(vrt_path: Path, rec: dict, sidecar: str) -> None:
+    """The VRT's size, georeferencing, bands and sources are the ones build wrote for the record."""
+    from lxml import etree
+
+    try:
+        root = etree.parse(str(vrt_path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+    except etree.XMLSyntaxError as exc:
+        raise _Bad(f"not valid XML: {exc}") from None
+    _need(root.tag == "VRTDataset", f"root element is <{root.tag}>, not <VRTDataset>")
+    zone = next((z for z in rec["zones"] if z["vrt"] == vrt_path.name), None)
+    w = Window(**(zone or rec["main"])["window"])
+    size = (root.get("rasterXSize"), root.get("rasterYSize"))
+    _need(size == (str(w.width), str(w.height)), f"size {size[0]}x{size[1]}, the record says {w.width}x{w.height}")
+    gt = root.findtext("GeoTransform") or ""
+    try:
+        got = [float(v) for v in gt.split(",")]
+    except ValueError:
+        got = []
+    want = w.transform.to_gdal()
+    _need(len(got) == 6 and all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(got, want, strict=True)),
+          f"GeoTransform {gt.strip()!r}, the record says {', '.join(map(str, want))}")
+    bands = root.findall("VRTRasterBand")
+    _need(len(bands) == BANDS, f"{len(bands)} bands, not {BANDS}")
+    for el in root.iter("SourceFilename"):
+        ref = (el.text or "").strip()
+        _need(el.get("relativeToVRT") == "1" and ref.startswith(sidecar + "/") and ".." not in ref.split("/"),
+              f"source {ref!r} is not in {sidecar}/")
+
+
+def _window(w: object, what: str) -> None:
+    _need(isinstance(w, dict) and set(w) == {"epsg", "col0", "row0", "width", "height"}
+          and all(_is_int(v) for v in w.values()), f"{what} is not a window")
+    assert isinstance(w, dict)
+    _need(w["width"] > 0 and w["height"] > 0, f"{what} is empty")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)  # type: ignore[arg-type]
+
+
+def _need(ok: bool, problem: str) -> None:
+    if not ok:
+        raise _Bad(problem)

@@ -45,19 +45,32 @@ def test_materialise_under_transient_faults_is_identical(s3, block_vrt, tmp_path
     print(f"faults injected: {dict(proxy.injected)} over {len(proxy.log)} requests")
 
 
-def test_manifest_download_survives_faults_and_catches_flipped_bytes(s3, tmp_path, monkeypatch):
-    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path / "cache"))  # a cold cache: the whole manifest is read
-    with FaultProxy(s3.url, {"flip": 0.4, **TRANSIENT}, seed=3, delay=0.05) as proxy:
-        vrt = tmp_path / "via_proxy.vrt"
-        run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(vrt), "--endpoint", proxy.url)
-    assert proxy.injected["flip"] > 0, proxy.injected
-    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path / "cache2"))
-    ref = tmp_path / "direct.vrt"
-    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(ref), "--endpoint", s3.url)
-    got = json.loads((tmp_path / "via_proxy.tessvrt" / "tessvrt.json").read_text())
-    want = json.loads((tmp_path / "direct.tessvrt" / "tessvrt.json").read_text())
+def build_via(url: str, out, cache, monkeypatch) -> dict:
+    """build with a cold manifest cache (the whole manifest is downloaded); its record."""
+    monkeypatch.setenv("TESSVRT_CACHE_DIR", str(cache))
+    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(out), "--endpoint", url)
+    return json.loads(out.with_suffix(".tessvrt").joinpath("tessvrt.json").read_text())
+
+
+def assert_same_build(got: dict, want: dict) -> None:
     assert got["tiles"] == want["tiles"]
     assert [z["window"] for z in got["zones"]] == [z["window"] for z in want["zones"]]
+
+
+@pytest.mark.parametrize("fault", sorted(TRANSIENT))
+def test_manifest_download_survives_each_transient_fault(fault, s3, tmp_path, monkeypatch):
+    with FaultProxy(s3.url, {fault: 0.5}, seed=1, delay=0.05) as proxy:  # seed 1: the first attempt is hit
+        got = build_via(proxy.url, tmp_path / "via_proxy.vrt", tmp_path / "cache", monkeypatch)
+    assert proxy.injected[fault] > 0, proxy.injected
+    assert_same_build(got, build_via(s3.url, tmp_path / "direct.vrt", tmp_path / "cache2", monkeypatch))
+    print(f"{fault}: injected {proxy.injected[fault]} over {len(proxy.log)} requests")
+
+
+def test_manifest_download_survives_faults_and_catches_flipped_bytes(s3, tmp_path, monkeypatch):
+    with FaultProxy(s3.url, {"flip": 0.4, **TRANSIENT}, seed=3, delay=0.05) as proxy:
+        got = build_via(proxy.url, tmp_path / "via_proxy.vrt", tmp_path / "cache", monkeypatch)
+    assert proxy.injected["flip"] > 0, proxy.injected
+    assert_same_build(got, build_via(s3.url, tmp_path / "direct.vrt", tmp_path / "cache2", monkeypatch))
     print(f"faults injected: {dict(proxy.injected)} over {len(proxy.log)} requests")
 
 

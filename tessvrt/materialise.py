@@ -348,6 +348,8 @@ def _fetch_chunk(pool, src: _Source, tiles: list[ZoneTile], win: Window, y0: int
         if id(t) in have:
             out.append(have[id(t)])
             continue
+        if t.name in src.missing:  # found gone by the header check (--allow-missing): stays NaN, no request
+            continue
         line = t.width * BANDS
         emb = pool.submit(_get, src, t.grid, t.grid_offset + r0 * line, (r1 - r0) * line, t.grid_size, t.name,
                           np.int8, (r1 - r0, t.width, BANDS))
@@ -379,8 +381,9 @@ def _check_headers(src: _Source, tiles: list[ZoneTile], workers: int) -> int:
         loc, off, size = (t.grid, t.grid_offset, t.grid_size) if grid else (t.scales, t.scales_offset, t.scales_size)
         try:
             head = fetch_range(src.ep, loc, 0, off, size, what=f"tile {t.name}")
-            if npy.data_offset(head) != off:
-                raise ValueError(f"its data starts at byte {npy.data_offset(head)}, not {off}")
+            start = npy.data_offset(head)
+            if start != off:
+                raise ValueError(f"its data starts at byte {start}, not {off}")
             h = npy.parse_header(head)
             if grid and npy.embedding_shape(h, BANDS) != (t.height, t.width):
                 raise ValueError(f"its shape is {h.shape}, not ({t.height}, {t.width}, {BANDS})")

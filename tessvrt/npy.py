@@ -19,25 +19,30 @@ class NpyHeader:
     data_offset: int
 
 
-def data_offset(buf: bytes) -> int:
-    """Where the array data starts (magic + version + header length), from the first 12 bytes."""
+def _header_span(buf: bytes) -> tuple[int, int]:
+    """(start, end) of the header text: after magic, version and length field; end = data offset."""
     if len(buf) < 10 or not buf.startswith(MAGIC):
         raise ValueError("not an .npy file (bad magic)")
     major = buf[6]
     if major == 1:
-        return 10 + struct.unpack("<H", buf[8:10])[0]
+        return 10, 10 + struct.unpack("<H", buf[8:10])[0]
     if major in (2, 3) and len(buf) >= 12:
-        return 12 + struct.unpack("<I", buf[8:12])[0]
+        return 12, 12 + struct.unpack("<I", buf[8:12])[0]
     raise ValueError(f"unsupported .npy version {major}" if major not in (2, 3) else "truncated .npy header")
+
+
+def data_offset(buf: bytes) -> int:
+    """Where the array data starts, from the first 12 bytes."""
+    return _header_span(buf)[1]
 
 
 def parse_header(buf: bytes) -> NpyHeader:
     """Parse an npy v1/v2/v3 header from the first bytes of a file."""
-    end = data_offset(buf)
+    start, end = _header_span(buf)
     if len(buf) < end:
         raise ValueError("truncated .npy header")
     try:
-        d = ast.literal_eval(buf[12 if buf[6] > 1 else 10 : end].decode("latin1"))
+        d = ast.literal_eval(buf[start:end].decode("latin1"))
         return NpyHeader(str(d["descr"]), bool(d["fortran_order"]), tuple(d["shape"]), end)
     except (ValueError, SyntaxError, KeyError, TypeError) as exc:
         raise ValueError(f"unreadable .npy header ({exc})") from None

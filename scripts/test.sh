@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine, then run it.
-#  - Debian gdal-bin (GDAL 3.6 CLI tools) for the compatibility tests
+#  - Debian gdal-bin (GDAL 3.6 CLI tools) and python3-qgis (QGIS 3.22 for /usr/bin/python3)
+#    for the compatibility tests
 #  - .venv: python3 (3.11) + tessvrt + test extras (rasterio wheel = GDAL 3.10)
 #  - .venv312: python3.12 + rasterio 1.5 wheel (GDAL 3.12) for the same reads
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v gdalinfo >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null
-fi
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+apt_install() {
+  [ -n "${APT_UPDATED:-}" ] || { $SUDO apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+command -v gdalinfo >/dev/null 2>&1 || apt_install gdal-bin
+/usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || apt_install --no-install-recommends python3-qgis qgis-providers
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 PY312=""

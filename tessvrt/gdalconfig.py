@@ -22,8 +22,18 @@ def default_path() -> Path:
     return Path(os.path.expanduser("~")) / ".gdal" / "gdalrc"
 
 
+# /vsicurl read-ahead, global in GDAL (these are not path-specific options). Raw bands read a
+# .npy row by row; larger chunks serve several rows per request, and a cache that holds a whole
+# render stops each band re-downloading the rows the previous band fetched. Measured with
+# scripts/bench_remote_reads.py (docs/performance.md).
+READ_AHEAD: dict[str, str] = {
+    "CPL_VSIL_CURL_CHUNK_SIZE": str(256 * 1024),
+    "CPL_VSIL_CURL_CACHE_SIZE": str(256 * 1024 * 1024),
+}
+
+
 def config_options(bucket: str) -> dict[str, str]:
-    """Global options: GDAL >= 3.12 needs remote raw bands allowed, limited to the bucket prefix."""
+    """Options we own: GDAL >= 3.12 needs remote raw bands allowed, limited to the bucket prefix."""
     return {ALLOWED_SOURCE: f"/vsis3/{bucket}/"}
 
 
@@ -31,8 +41,12 @@ def credentials(endpoint: Endpoint, bucket: str) -> dict[str, str]:
     return {"path": f"/vsis3/{bucket}", **endpoint.gdal_options}
 
 
-def render(endpoint: Endpoint, bucket: str = DEFAULT_BUCKET, existing: str = "") -> str:
-    """The merged file text: our keys replaced or added, everything else kept in order."""
+def render(endpoint: Endpoint, bucket: str = DEFAULT_BUCKET, existing: str = "", read_ahead: bool = True) -> str:
+    """The merged file text: our keys replaced or added, everything else kept in order.
+
+    Read-ahead options are added only where the file does not set them already: a user's own
+    value wins, and a second run changes nothing.
+    """
     lines = existing.splitlines()
     opts = config_options(bucket)
     sub = f"[.tessvrt_{bucket.replace('-', '_')}]"
@@ -53,14 +67,19 @@ def render(endpoint: Endpoint, bucket: str = DEFAULT_BUCKET, existing: str = "")
     # replace our keys inside [configoptions]
     section = None
     out = []
+    present = set()
     for ln in lines:
         if is_header(ln):
             section = ln.strip() if not ln.strip().startswith("[.") else section
         key = ln.split("=", 1)[0].strip()
-        if section == "[configoptions]" and "=" in ln and key in opts:
-            continue
+        if section == "[configoptions]" and "=" in ln:
+            if key in opts:
+                continue
+            present.add(key)
         out.append(ln)
     lines = out
+    if read_ahead:
+        opts.update((k, v) for k, v in READ_AHEAD.items() if k not in present)
     ours = [f"{k}={v}" for k, v in opts.items()]
     if "[configoptions]" in (s.strip() for s in lines):
         i = [s.strip() for s in lines].index("[configoptions]")
@@ -88,6 +107,7 @@ def gdal_config(
     endpoint: str | None = None,
     bucket: str = DEFAULT_BUCKET,
     print_only: bool = False,
+    read_ahead: bool = True,
 ) -> tuple[Path, str]:
     """Write (or only render) the merged GDAL configuration; returns its path and text."""
     path = Path(config_file) if config_file else default_path()
@@ -96,7 +116,7 @@ def gdal_config(
         existing = path.read_text() if path.is_file() else ""
     except OSError as exc:
         raise TessvrtError(f"cannot read {path}: {exc.strerror}; choose --config-file") from None
-    text = render(ep, bucket, existing)
+    text = render(ep, bucket, existing, read_ahead)
     if print_only:
         return path, text
     try:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tessvrt import npy
-from tessvrt.gdalconfig import gdal_config
+from tessvrt.gdalconfig import READ_AHEAD, gdal_config
 from tessvrt.grid import Tile, owner_cells, ownerships, tile_grids
 
 
@@ -67,13 +67,16 @@ def test_npy_header_roundtrip():
 
 def test_gdal_config_merges_and_is_idempotent(tmp_path):
     rc = tmp_path / "gdalrc"
-    rc.write_text("[configoptions]\nGDAL_CACHEMAX=512\n\n[credentials]\n\n[.mine]\npath=/vsis3/mine\nAWS_PROFILE=me\n"
+    rc.write_text("[configoptions]\nGDAL_CACHEMAX=512\nCPL_VSIL_CURL_CHUNK_SIZE=1048576\n\n[credentials]\n\n[.mine]\npath=/vsis3/mine\nAWS_PROFILE=me\n"
                   "\n[directives]\nignore-env-vars=no\n")
     _, first = gdal_config(rc, endpoint="http://127.0.0.1:9999")
     _, second = gdal_config(rc, endpoint="http://127.0.0.1:9999")
     assert first == second == rc.read_text()
     for kept in ("GDAL_CACHEMAX=512", "[.mine]", "AWS_PROFILE=me", "ignore-env-vars=no"):
         assert kept in first
+    # read-ahead defaults are added, but a value the user set wins
+    assert first.count("CPL_VSIL_CURL_CHUNK_SIZE=") == 1 and "CPL_VSIL_CURL_CHUNK_SIZE=1048576" in first
+    assert f"CPL_VSIL_CURL_CACHE_SIZE={READ_AHEAD['CPL_VSIL_CURL_CACHE_SIZE']}" in first
     assert "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE=/vsis3/tessera-embeddings/" in first
     assert "AWS_S3_ENDPOINT=127.0.0.1:9999" in first and "AWS_HTTPS=NO" in first
     assert "=ALL" not in first

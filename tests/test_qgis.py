@@ -1,0 +1,122 @@
+"""QGIS 3.22 (Debian python3-qgis on GDAL 3.6, offscreen) opens a built VRT as a user's QGIS does:
+valid layer, identify equal to the numpy reference, a non-blank false-colour render, and a load plus
+first render that reads a small fraction of the tiles (requests counted at a proxy in front of the
+local S3 server; GDAL configured only by `tessvrt gdal-config`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HERE, run_cli
+from reference import expected, load_record
+
+from tessvrt.grid import PIXEL, owner_cells
+from tessvrt.testing import FaultProxy, env_with_gdalrc
+
+QGIS_PYTHON = "/usr/bin/python3"
+CANVAS = [800, 600]
+
+
+@pytest.fixture(scope="module")
+def qgis() -> str:
+    ok = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode == 0
+    if not ok and not os.environ.get("CI"):
+        pytest.skip("Debian python3-qgis not installed (scripts/test.sh installs it)")
+    assert ok, "python3-qgis missing: scripts/test.sh should have installed it"
+    return QGIS_PYTHON
+
+
+@pytest.fixture(scope="module")
+def counted(s3, tmp_path_factory):
+    """A VRT of the 3x3 block, and a gdalrc whose endpoint is a counting proxy in front of S3."""
+    out = tmp_path_factory.mktemp("qgis")
+    vrt = out / "block" / "block.vrt"
+    vrt.parent.mkdir()
+    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(vrt), "--endpoint", s3.url)
+    with FaultProxy(s3.url) as proxy:
+        rc = out / "gdalrc"
+        run_cli("gdal-config", "--endpoint", proxy.url, "--config-file", str(rc))
+        yield vrt, rc, proxy
+
+
+def probe(qgis: str, vrt: Path, rc: Path, proxy: FaultProxy, spec: dict, png: Path) -> tuple[dict, int, int]:
+    """Run the probe on a fresh copy of the VRT (QGIS stores statistics into the VRT it opens)."""
+    fresh = png.parent / "copy"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.copytree(vrt.parent, fresh)
+    env = {**env_with_gdalrc(rc), "QT_QPA_PLATFORM": "offscreen"}
+    proxy.log.clear()
+    p = subprocess.run([qgis, str(HERE / "qgis_probe.py"), str(fresh / vrt.name), str(png), json.dumps(spec)],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    data = [e for e in proxy.log if e[1].endswith(".npy")]
+    return json.loads(p.stdout.strip().splitlines()[-1]), len(data), sum(e[4] for e in data)
+
+
+def sample_points(rec: dict, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(col, row) pixels: random ones, both sides of tile edges, and nodata (water, stripe)."""
+    w = rec["main"]["window"]
+    W, H = w["width"], w["height"]
+    pts = [(int(rng.integers(0, W)), int(rng.integers(0, H))) for _ in range(5)]
+    xs = PIXEL * (w["col0"] + np.arange(W)) + 5.0
+    ys = PIXEL * (w["row0"] - np.arange(H)) + 5.0
+    ci, _ = owner_cells(w["epsg"], xs, np.full(W, ys[H // 2]))
+    _, cj = owner_cells(w["epsg"], np.full(H, xs[W // 2]), ys)
+    for c in np.flatnonzero(np.diff(ci))[:2]:
+        pts += [(int(c), H // 2), (int(c) + 1, H // 2)]
+    for r in np.flatnonzero(np.diff(cj))[:2]:
+        pts += [(W // 2, int(r)), (W // 2, int(r) + 1)]
+    return pts
+
+
+def test_qgis_layer_identify_render_and_requests(qgis, counted, bucket_root, tmp_path):
+    vrt, rc, proxy = counted
+    rec = load_record(vrt)
+    w = rec["main"]["window"]
+    # nodata points: find one NaN pixel (water / sentinel stripe) in band 1 of the reference
+    full = expected(bucket_root, rec, w["epsg"], w["col0"], w["row0"], w["width"], w["height"], [0])[0]
+    pts = sample_points(rec, np.random.default_rng(11))
+    nan_rows, nan_cols = np.nonzero(np.isnan(full))
+    pts.append((int(nan_cols[len(nan_cols) // 2]), int(nan_rows[len(nan_rows) // 2])))
+    xy = [[PIXEL * (w["col0"] + c) + 5.0, PIXEL * (w["row0"] - r) + 5.0] for c, r in pts]
+
+    load, n_load, b_load = probe(qgis, vrt, rc, proxy, {"phase": "load", "size": CANVAS}, tmp_path / "load.png")
+    png = tmp_path / "render.png"
+    out, n_all, b_all = probe(qgis, vrt, rc, proxy, {"phase": "all", "size": CANVAS, "points": xy}, png)
+    every_row = sum(t["height"] for t in rec["tiles"])
+    print(f"QGIS load: {n_load} requests {b_load / 1e6:.1f} MB {load['seconds']}; load + render + identify of "
+          f"{len(pts)} points: {n_all} requests {b_all / 1e6:.1f} MB {out['seconds']}; every row = {every_row}")
+
+    assert load["valid"] and out["valid"]
+    assert (out["width"], out["height"], out["bands"]) == (w["width"], w["height"], 128)
+    assert out["crs"] == f"EPSG:{w['epsg']}"
+    for (c, r), got in zip(pts, out["identify"], strict=True):
+        ref = expected(bucket_root, rec, w["epsg"], w["col0"] + c, w["row0"] - r, 1, 1)[:, 0, 0]
+        vals = np.array([np.nan if v is None else v for v in got], np.float32)
+        assert vals.shape == (128,), f"identify at pixel {(c, r)} gave {len(got)} bands"
+        same = (vals == ref) | (np.isnan(vals) & np.isnan(ref))
+        assert same.all(), f"identify at pixel {(c, r)}: band {np.argmin(same) + 1} is {vals[~same][0]}, " \
+                           f"expected {ref[~same][0]}"
+    assert any(v is None for v in out["identify"][-1]) and any(v is not None for v in out["identify"][0])
+    # a false-colour image, not a blank canvas: the raster covers its share of the canvas with many colours
+    assert png.stat().st_size > 1000
+    scale = max(w["width"] / CANVAS[0], w["height"] / CANVAS[1])
+    footprint = (w["width"] / scale) * (w["height"] / scale) / (CANVAS[0] * CANVAS[1])
+    assert out["png"]["opaque"] > 0.5 * footprint * out["png"]["sampled"], out["png"]
+    assert out["png"]["distinct_colours"] >= 50, out["png"]
+    # fast to open: load + first full-extent render (+ a few identify reads) under 10% of reading every row
+    assert n_all <= 0.10 * every_row, f"{n_all} requests for QGIS load + render; every row = {every_row}"
+
+
+def test_gdalinfo_reads_no_tile_data(counted, gdal_bin):
+    vrt, rc, proxy = counted
+    proxy.log.clear()
+    info = subprocess.run(["gdalinfo", str(vrt)], capture_output=True, text=True, env=env_with_gdalrc(rc), check=True)
+    assert "embedding_127" in info.stdout
+    assert [e for e in proxy.log if e[1].endswith(".npy")] == []

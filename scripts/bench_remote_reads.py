@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--canvas", default="800x600", help="QGIS map canvas size WxH")
     ap.add_argument("--no-qgis", action="store_true")
     ap.add_argument("--after-only", action="store_true", help="skip the baseline runs")
+    ap.add_argument("--png", type=Path, help="keep QGIS's render (gdal-config as written) here")
     ap.add_argument("--opt", action="append", default=[], help="try KEY=VALUE as a read-ahead option instead")
     args = ap.parse_args()
     if args.opt:
@@ -112,6 +113,8 @@ def main() -> None:
                 c = Counter(proxy, env_with_gdalrc(rc))
                 vrt = tmp / f"{label}" / "block.vrt"
                 rows += measure(c, label, out, vrt, main, grids, rec['scale_bands'], canvas, not args.no_qgis)
+                if args.png and not args.no_qgis and label == "after":
+                    shutil.copyfile(vrt.parent / "q.png", args.png)
         print()
         print("| client action | gdal-config | requests | MB | s | minimum requests | minimum MB | % of every-row requests |")
         print("|---|---|---|---|---|---|---|---|")

@@ -28,7 +28,7 @@ def default_path() -> Path:
 # scripts/bench_remote_reads.py (docs/performance.md).
 READ_AHEAD: dict[str, str] = {
     "CPL_VSIL_CURL_CHUNK_SIZE": str(256 * 1024),
-    "CPL_VSIL_CURL_CACHE_SIZE": str(256 * 1024 * 1024),
+    "CPL_VSIL_CURL_CACHE_SIZE": str(1024 * 1024 * 1024),  # RAM, filled only as data is read
 }
 
 

@@ -319,6 +319,9 @@ def build(
         for name, text in written.items():
             (tmp / name).write_text(text)
         _publish(tmp, parent, [sidecar.name, *written])
+    except OSError as exc:
+        raise TessvrtError(f"cannot write {out} and its {sidecar.name} folder ({exc.strerror or exc}); "
+                           "free disk space or choose another -o") from None
     finally:
         w.abort()  # no write may land after the clean-up below
         shutil.rmtree(tmp, ignore_errors=True)

@@ -160,3 +160,27 @@ def test_parsers_never_crash(parse, option, text):
         assert -180 < out.lon < 180 and -90 < out.lat < 90
     else:
         assert out and all(1 <= b <= 128 for b in out)
+
+
+def test_build_disk_error_mid_write_is_clean(tmp_path, s3, monkeypatch):
+    """A write failing part-way (disk full) in the background writer: one-line error, nothing left."""
+    import errno
+    import importlib
+
+    from tessvrt import build
+
+    build_mod = importlib.import_module("tessvrt.build")  # the module: tessvrt.build is the function
+
+    calls = []
+
+    def full(path, text):
+        calls.append(path)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+
+    real = build_mod._write_text
+    monkeypatch.setattr(build_mod, "_write_text", full)
+    with pytest.raises(TessvrtError, match="No space left on device.*free disk space"):
+        build(tmp_path / "x.vrt", bbox="4,88,4.3,88.3", year=2024, endpoint=s3.url)
+    assert len(calls) > 3 and list(tmp_path.iterdir()) == []

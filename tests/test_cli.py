@@ -163,7 +163,7 @@ def test_parsers_never_crash(parse, option, text):
 
 
 def test_build_disk_error_mid_write_is_clean(tmp_path, s3, monkeypatch):
-    """A write failing part-way (disk full) in the background writer: one-line error, nothing left."""
+    """A sidecar write failing part-way (disk full): one-line error, nothing left."""
     import errno
     import importlib
 

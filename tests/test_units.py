@@ -49,6 +49,21 @@ def test_ownership_batch_equals_per_pixel_projection():
         assert np.array_equal(own.mask(), (ci == t.cell[0]) & (cj == t.cell[1])), t.name
 
 
+def test_ownership_batches_equal_single_tiles():
+    """More tiles than one tracing batch: tiles on both sides of a batch boundary match a lone trace."""
+    from tessvrt import grid
+
+    tiles = [Tile(i * 10 + 5, j * 10 + 5) for j in range(500, 505) for i in range(0, 60)][: grid._BATCH + 44]
+    grids = tile_grids(tiles)
+    owns = ownerships(tiles, [g.window for g in grids])
+    assert len(owns) == len(tiles)
+    for k in (0, grid._BATCH - 1, grid._BATCH, len(tiles) - 1):
+        alone = ownerships([tiles[k]], [grids[k].window])[0]
+        assert owns[k].window == alone.window
+        for a, b in ((owns[k].cols, alone.cols), (owns[k].rows, alone.rows), (owns[k].carve, alone.carve)):
+            assert np.array_equal(a, b), tiles[k].name
+
+
 def test_tile_names_and_parsing():
     assert Tile.at(-0.05, 51.55).name == "grid_-0.05_51.55"
     assert Tile.containing(-0.2, 51.4) == Tile.at(-0.15, 51.45)

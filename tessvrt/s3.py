@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,9 +74,21 @@ class Endpoint:
         return cls(url.rstrip("/"))
 
 
-@lru_cache(maxsize=8)
+_CLIENT_LOCK = threading.Lock()
+
+
 def client(endpoint: Endpoint, max_pool: int = 16):  # noqa: ANN201 - botocore client type is dynamic
-    """A pooled, anonymous (unsigned) botocore S3 client with retries."""
+    """A pooled, anonymous (unsigned) botocore S3 client with retries, made once per endpoint.
+
+    The lock matters: without it the first parallel requests each built their own client (loading
+    botocore's S3 model every time), measured 1.8-2.4 s for materialise's 12 header reads.
+    """
+    with _CLIENT_LOCK:
+        return _new_client(endpoint, max_pool)
+
+
+@lru_cache(maxsize=8)
+def _new_client(endpoint: Endpoint, max_pool: int):  # noqa: ANN202
     import botocore.session
     from botocore import UNSIGNED
     from botocore.config import Config

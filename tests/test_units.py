@@ -178,3 +178,16 @@ def test_cog_assembly_copies_tiles_exactly(tmp_path, monkeypatch, in_place, bigt
     for k, ov in enumerate(levels):
         with rasterio.open(out, overview_level=k) as o:
             assert np.array_equal(o.read(), ov, equal_nan=True)
+
+
+def test_one_s3_client_under_parallel_first_use():
+    """Parallel first requests share one botocore client (each used to build its own: ~2 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tessvrt import s3
+
+    ep = s3.Endpoint.parse("http://127.0.0.1:9")
+    s3._new_client.cache_clear()
+    with ThreadPoolExecutor(8) as pool:
+        clients = list(pool.map(lambda _: s3.client(ep), range(8)))
+    assert len({id(c) for c in clients}) == 1

@@ -31,9 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tessvrt import build, gdalconfig  # noqa: F401
+from tessvrt import build, gdalconfig
 from tessvrt.grid import Tile, Window, tile_grids
 from tessvrt.testing import FaultProxy, FileServer, SampleTile, build_sample, env_with_gdalrc
+from tessvrt.vrt import BANDS
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE.parent / "tests" / "qgis_probe.py"
@@ -57,8 +58,7 @@ class Counter:
         dt = time.perf_counter() - t0
         if res.returncode != 0:
             raise SystemExit(f"{cmd[0]} failed: {res.stderr.strip()[-400:]}")
-        data = [e for e in self.proxy.log if e[1].endswith(".npy")]
-        return len(data), sum(e[4] for e in data), dt, res.stdout
+        return (*self.proxy.reads(), dt, res.stdout)
 
 
 def minimum(window: Window, grids: list, scale_bands: int) -> tuple[int, int]:
@@ -69,7 +69,7 @@ def minimum(window: Window, grids: list, scale_bands: int) -> tuple[int, int]:
         if part is None:
             continue
         reqs += 2
-        nbytes += part.height * g.width * (128 + 4 * scale_bands)
+        nbytes += part.height * g.width * (BANDS + 4 * scale_bands)
     return reqs, nbytes
 
 
@@ -100,19 +100,19 @@ def main() -> None:
             out = tmp / "out"
             out.mkdir()
             build(out / "block.vrt", year=2024, tiles=tiles, endpoint=proxy.url,
-                              manifest=f"s3://{root.name}/v1/manifest.parquet")
+                  manifest=f"s3://{root.name}/v1/manifest.parquet")
             rec = json.loads((out / "block.tessvrt" / "tessvrt.json").read_text())
             mw = rec["main"]["window"]
             main = Window(rec["main"]["epsg"], mw["col0"], mw["row0"], mw["width"], mw["height"])
             print(f"VRT: {main.width} x {main.height} px, 128 bands; baseline 'every row' = {every_row:,} requests "
                   f"(one per tile row), 10% = {every_row // 10:,}")
             rows = []
-            for label, legacy in (("before", True), ("after", False))[args.after_only:]:
+            for label, read_ahead in (("before", False), ("after", True))[args.after_only:]:
                 rc = tmp / f"gdalrc_{label}"
-                gdalconfig.gdal_config(rc, endpoint=proxy.url, read_ahead=not legacy)
+                gdalconfig.gdal_config(rc, endpoint=proxy.url, read_ahead=read_ahead)
                 c = Counter(proxy, env_with_gdalrc(rc))
                 vrt = tmp / f"{label}" / "block.vrt"
-                rows += measure(c, label, out, vrt, main, grids, rec['scale_bands'], canvas, not args.no_qgis)
+                rows += measure(c, label, out, vrt, main, grids, rec["scale_bands"], canvas, not args.no_qgis)
                 if args.png and not args.no_qgis and label == "after":
                     shutil.copyfile(vrt.parent / "q.png", args.png)
         print()

@@ -252,8 +252,6 @@ def ownerships(tiles: list[Tile], windows: list[Window]) -> list[Ownership]:
 
 
 def _trace(tiles: list[Tile], windows: list[Window]) -> list[Ownership]:
-    if not tiles:
-        return []
     epsg = windows[0].epsg
     fwd = _to_utm(epsg)
     t = np.linspace(-0.5, 1.5, _EDGE_SAMPLES)  # edge parameter, half a cell of margin each side

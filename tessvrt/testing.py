@@ -325,6 +325,11 @@ class FaultProxy(_LocalServer):
         self.log: list[tuple[str, str, str, int, int]] = []
         super().__init__()
 
+    def reads(self, suffix: str = ".npy") -> tuple[int, int]:
+        """(requests, body bytes) logged so far for objects whose path ends with suffix (tile data)."""
+        hits = [e for e in self.log if e[1].endswith(suffix)]
+        return len(hits), sum(e[4] for e in hits)
+
     def _pick(self) -> str | None:
         for fault, rate in self.rates.items():
             if self.rng.random() < rate:

@@ -55,8 +55,7 @@ def probe(qgis: str, vrt: Path, rc: Path, proxy: FaultProxy, spec: dict, png: Pa
     p = subprocess.run([qgis, str(HERE / "qgis_probe.py"), str(fresh / vrt.name), str(png), json.dumps(spec)],
                        capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
-    data = [e for e in proxy.log if e[1].endswith(".npy")]
-    return json.loads(p.stdout.strip().splitlines()[-1]), len(data), sum(e[4] for e in data)
+    return json.loads(p.stdout.strip().splitlines()[-1]), *proxy.reads()
 
 
 def sample_points(rec: dict, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -119,4 +118,4 @@ def test_gdalinfo_reads_no_tile_data(counted, gdal_bin):
     proxy.log.clear()
     info = subprocess.run(["gdalinfo", str(vrt)], capture_output=True, text=True, env=env_with_gdalrc(rc), check=True)
     assert "embedding_127" in info.stdout
-    assert [e for e in proxy.log if e[1].endswith(".npy")] == []
+    assert proxy.reads() == (0, 0)

@@ -3,11 +3,21 @@
 Baseline, same process: deciding tile ownership the naive way (projecting every pixel centre),
 which is what build would cost without tracing cell edges; printed as a ratio.
 
-usage: python scripts/bench_build.py
+Each timed build writes a new output after `sync` (not timed): ~0.9 GB of VRT per 10,000 tiles is
+left dirty in the page cache, and without the sync the next build would pay for flushing the
+previous one, which a user running one build does not. Nothing is deleted until the end: on ext4,
+creating a file skips every inode freed in the last 1-5 minutes (kernel `recently_deleted`), so
+right after deleting ~10,000 files creating as many costs up to 10x more (measured: 0.05 -> 0.45 ms
+per file). Run the bench 5 minutes after any mass delete on the same disk (or its own last run).
+Rebuilding over an existing output deletes the old sidecar: timed last.
+
+usage: python scripts/bench_build.py [--out DIR]   (DIR: where the builds are written; default a temp dir)
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -43,9 +53,12 @@ def synthetic_manifest() -> Path:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="folder to write the builds in (a temp folder is made inside it)")
+    args = ap.parse_args()
     manifest = synthetic_manifest()
-    out = Path(tempfile.mkdtemp(prefix="tessvrt-bench-"))
-    print(f"manifest: {manifest} (10,020 tiles, cached)")
+    out = Path(tempfile.mkdtemp(prefix="tessvrt-bench-", dir=args.out))
+    print(f"manifest: {manifest} (10,020 tiles, cached); writing in {out}")
     print("each size built 3 times; min and median seconds")
     print(f"{'tiles':>7} {'min s':>7} {'median s':>9} {'s/1000 (min)':>13} {'s/1000 (median)':>16}")
     per_k = []
@@ -53,10 +66,11 @@ def main() -> None:
         for rows in (17, 42, 84, 167):  # 60 tiles per row of cells
             n_lat = rows / 10
             times = []
-            for _ in range(3):
+            bbox = f"{LON0 + 1e-6},{LAT0 + 1e-6},{LON1 - 1e-6},{LAT0 + n_lat - 1e-6}"
+            for rep in range(3):
+                os.sync()
                 t0 = time.perf_counter()
-                res = build(out / f"b{rows}.vrt", bbox=f"{LON0 + 1e-6},{LAT0 + 1e-6},{LON1 - 1e-6},{LAT0 + n_lat - 1e-6}",
-                            year=2024, manifest=str(manifest))
+                res = build(out / f"b{rows}_{rep}.vrt", bbox=bbox, year=2024, manifest=str(manifest))
                 times.append(time.perf_counter() - t0)
             n = len(res.tiles)
             best, med = min(times), statistics.median(times)
@@ -68,12 +82,18 @@ def main() -> None:
         chunk = b"x" * (nbytes // len(files))
         floor_dir = out / "floor"
         floor_dir.mkdir()
+        os.sync()
         t0 = time.perf_counter()
         for i in range(len(files)):
             (floor_dir / f"f{i}.vrt").write_bytes(chunk)
         floor = (time.perf_counter() - t0) / len(res.tiles) * 1000
         print(f"floor (writing {len(files)} files, {nbytes / 1e6:.0f} MB, nothing computed): {floor:.3f} s/1000 tiles; "
               f"build / floor: {per_k[-1] / floor:.2f}")
+        os.sync()
+        t0 = time.perf_counter()
+        build(res.vrt, bbox=bbox, year=2024, manifest=str(manifest))
+        rebuild = (time.perf_counter() - t0) / len(res.tiles) * 1000
+        print(f"rebuild over the last output (old sidecar deleted): {rebuild:.3f} s/1000 tiles")
         # baseline: per-pixel ownership for a few tiles, extrapolated per 1,000 tiles
         sample = [Tile(i * 10 + 5, 4505) for i in range(0, 60, 12)]
         t0 = time.perf_counter()

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ class _Writer:
         self._const = "one.tif"
         self._const_size = (1, 1)
 
-    def write(self, rel: str, text: str) -> None:
+    def write(self, rel: str, text: str | Iterable[bytes]) -> None:
         _write_text(self.folder / rel, text)
 
     def mask(self, own, depth: int) -> str:
@@ -180,15 +181,18 @@ class _Writer:
         _write_const(self.folder / self._const, *self._const_size)
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_text(path: Path, text: str | Iterable[bytes]) -> None:
     with open(path, "wb") as f:
-        f.write(text.encode())
+        if isinstance(text, str):
+            f.write(text.encode())
+        else:
+            f.writelines(text)
 
 
 def _write_const(path: Path, width: int, height: int) -> None:
     """An empty sparse GeoTIFF as large as the largest mask: the constant source of mask rectangles.
 
-    Each rectangle reads it 1:1 (SrcRect = DstRect) and ScaleRatio 0 ignores its values. A 1x1 source
+    Each carve rectangle copies its zeros 1:1 (SrcRect = DstRect); the full one scales them to 255. A 1x1 source
     stretched over a rectangle is NOT safe: GDAL drops it when a read window holds only the rectangle's
     last row (found on GDAL 3.10 and 3.12: pixels of a tile's last row read as not owned).
     """

@@ -4,15 +4,16 @@ Layers, each a plain VRT that GDAL 3.6+ opens:
   tiles/<tile>.vrt     raw bands over the remote .npy (int8 as Byte, scales as Float32) and
                        a mask band of the pixels the tile owns on its zone grid;
   mosaic_<epsg>.vrt    integer-offset mosaic of the tile VRTs, each source restricted to its
-                       owned pixels (UseMaskBand); a LUT turns Byte into signed Int16 and
-                       invalid scales into NaN;
-  <name>.vrt           128 Float32 bands = mul(embedding, scale) over the mosaic.
+                       owned pixels (UseMaskBand); a LUT turns invalid scales into NaN;
+  <name>.vrt           128 Float32 bands = mul(signed embedding, scale) over the mosaic, a LUT
+                       turning the stored Byte into signed values.
 Derived bands sit only on top of the mosaic, never under it (SPEC: the mosaic-of-derived-bands
 pitfall returns wrong pixels).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from xml.sax.saxutils import escape, quoteattr
@@ -22,7 +23,8 @@ import numpy as np
 from .grid import Window
 
 BANDS = 128
-INT8_LUT = "0:0,127:127,128:-128,255:-1"  # Byte -> signed, works on GDAL 3.6 (no Int8 type)
+# Byte -> signed (GDAL 3.6 has no Int8): every value listed, so no lookup is an interpolation
+INT8_LUT = ",".join(f"{v}:{v - 256 if v > 127 else v}" for v in range(256))
 # Valid scales are finite and 0 < s < 1e6; every float32 outside that maps to NaN.
 SCALE_LUT = (
     "-3.4028234663852886e+38:nan,0:nan,"
@@ -62,38 +64,35 @@ def _rect(tag: str, x: int, y: int, w: int, h: int) -> str:
 def mask_band(width: int, height: int, carve: np.ndarray, const: str) -> str:
     """A mask band: everything owned (255), then the carve rectangles (x, y, w, h) cleared to 0.
 
-    Each rectangle reads the constant GeoTIFF 1:1 (SrcRect = DstRect); ScaleRatio 0 ignores
-    its values (see build._write_const for why a stretched 1x1 source is not used).
+    The full rectangle is the all-zero constant GeoTIFF scaled to 255; each carve rectangle copies
+    its zeros 1:1 (SrcRect = DstRect; see build._write_const for why a stretched 1x1 source is not used).
     """
-    head = f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(const)}</SourceFilename>'
-    # SourceBand defaults to 1 and ScaleOffset to 0: carve rectangles omit both to keep files small
-    rect = (head.replace("%", "%%") + '<SrcRect xOff="%d" yOff="%d" xSize="%d" ySize="%d"/><DstRect xOff="%d" yOff="%d" xSize="%d" '
-            'ySize="%d"/><ScaleRatio>0</ScaleRatio></ComplexSource>')
+    fn = f'<SourceFilename relativeToVRT="1">{escape(const)}</SourceFilename>'
+    # SourceBand defaults to 1: carve rectangles omit it to keep files small
+    rect = ("<SimpleSource>" + fn.replace("%", "%%") + '<SrcRect xOff="%d" yOff="%d" xSize="%d" ySize="%d"/>'
+            '<DstRect xOff="%d" yOff="%d" xSize="%d" ySize="%d"/></SimpleSource>')
     r = np.asarray(carve, np.int64).reshape(-1, 4)
-    full = (head + '<SourceBand>1</SourceBand>' + _rect("SrcRect", 0, 0, width, height) + _rect("DstRect", 0, 0, width, height)
-            + "<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>")
+    full = ("<ComplexSource>" + fn + "<SourceBand>1</SourceBand>" + _rect("SrcRect", 0, 0, width, height)
+            + _rect("DstRect", 0, 0, width, height) + "<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>")
     body = (rect * len(r)) % tuple(np.concatenate([r, r], axis=1).ravel().tolist())  # SrcRect = DstRect
     return '  <MaskBand><VRTRasterBand dataType="Byte">' + full + body + "</VRTRasterBand></MaskBand>\n"
 
 
 @cache
-def _raw_bands_template(grid_offset: int) -> str:
-    """The 128 raw embedding bands of a tile VRT with \\1 for the path and \\2 for the line offset."""
-    return "".join(
-        f'  <VRTRasterBand dataType="Byte" subClass="VRTRawRasterBand">'
-        f'<SourceFilename>\1</SourceFilename>'
-        f"<ImageOffset>{grid_offset + b}</ImageOffset><PixelOffset>{BANDS}</PixelOffset>"
-        f"<LineOffset>\2</LineOffset></VRTRasterBand>\n"
-        for b in range(BANDS)
-    )
+def _image_offsets(grid_offset: int) -> tuple[str, ...]:
+    return tuple(str(grid_offset + b) for b in range(BANDS))
 
 
 def tile_vrt(t: RawTile, epsg: int, gt: tuple[float, ...], mask: str) -> str:
     """Raw bands over a tile's .npy pair, in the tile's native grid."""
     gp, sp = escape(t.grid_path), escape(t.scales_path)
-    line = t.width * BANDS
-    out = [f'<VRTDataset rasterXSize="{t.width}" rasterYSize="{t.height}">\n', _srs_gt(epsg, gt)]
-    out.append(_raw_bands_template(t.grid_offset).replace("\1", gp).replace("\2", str(line)))
+    # the 128 embedding bands differ only in ImageOffset: one join instead of 128 formats
+    head = (f'  <VRTRasterBand dataType="Byte" subClass="VRTRawRasterBand"><SourceFilename>{gp}</SourceFilename>'
+            "<ImageOffset>")
+    tail = (f"</ImageOffset><PixelOffset>{BANDS}</PixelOffset><LineOffset>{t.width * BANDS}</LineOffset>"
+            "</VRTRasterBand>\n")
+    out = [f'<VRTDataset rasterXSize="{t.width}" rasterYSize="{t.height}">\n', _srs_gt(epsg, gt),
+           head, (tail + head).join(_image_offsets(t.grid_offset)), tail]
     step = 4 * t.scale_bands
     for s in range(t.scale_bands):
         out.append(
@@ -120,10 +119,13 @@ def window_gt(w: Window) -> tuple[float, ...]:
     return (t.c, t.a, t.b, t.f, t.d, t.e)
 
 
-def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) -> str:
-    """Bands 1-128: signed embeddings (Int16); then 1 or 128 scale bands (NaN = no data)."""
-    out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
-    out.append(_srs_gt(window.epsg, window_gt(window)))
+def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) -> Iterator[bytes]:
+    """Bands 1-128: the embeddings as stored (Byte); then 1 or 128 scale bands (NaN = no data).
+
+    Yielded in pieces, a band at a time: at 10,000 tiles the file is ~300 MB and is never held whole.
+    """
+    yield (f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n'
+           + _srs_gt(window.epsg, window_gt(window))).encode()
     heads = [
         (
             f'<SourceFilename relativeToVRT="1">{escape(s.path)}</SourceFilename>',
@@ -131,29 +133,32 @@ def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) ->
         )
         for s in sources
     ]
-    # every embedding band lists the same sources; only SourceBand differs: fill a template
-    band_tpl = "".join(
-        f"<ComplexSource>{fn}<SourceBand>\0</SourceBand>{rects}<LUT>{INT8_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
+    # every embedding band lists the same sources; only SourceBand differs: split a template once
+    parts = "".join(
+        f"<ComplexSource>{fn}<SourceBand>\0</SourceBand>{rects}<UseMaskBand>true</UseMaskBand></ComplexSource>"
         for fn, rects in heads
-    )
+    ).encode().split(b"\0")
     for b in range(BANDS):
-        out.append(f'  <VRTRasterBand dataType="Int16" band="{b + 1}">{band_tpl.replace(chr(0), str(b + 1))}</VRTRasterBand>\n')
+        yield f'  <VRTRasterBand dataType="Byte" band="{b + 1}">'.encode()
+        yield str(b + 1).encode().join(parts)
+        yield b"</VRTRasterBand>\n"
     for s in range(scale_bands):
         srcs = "".join(
             f"<ComplexSource>{fn}<SourceBand>{BANDS + 1 + min(s, src.scale_bands - 1)}</SourceBand>"
             f"{rects}<LUT>{SCALE_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
             for (fn, rects), src in zip(heads, sources, strict=False)
         )
-        out.append(
-            f'  <VRTRasterBand dataType="Float32" band="{BANDS + 1 + s}">'
-            f"<NoDataValue>nan</NoDataValue>{srcs}</VRTRasterBand>\n"
-        )
-    out.append("</VRTDataset>\n")
-    return "".join(out)
+        yield (f'  <VRTRasterBand dataType="Float32" band="{BANDS + 1 + s}">'
+               f"<NoDataValue>nan</NoDataValue>{srcs}</VRTRasterBand>\n").encode()
+    yield b"</VRTDataset>\n"
 
 
 def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str]) -> str:
-    """The user-facing raster: band i = embedding_i * scale, NaN where no valid data."""
+    """The user-facing raster: band i = signed(embedding_i) * scale, NaN where no valid data.
+
+    The Byte -> signed LUT sits here, once per band, rather than on each tile's mosaic source
+    (129 per tile): it lists all 256 values so every lookup is exact, never interpolated.
+    """
     md = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in metadata.items())
     out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
     out.append(_srs_gt(window.epsg, window_gt(window)))
@@ -167,7 +172,7 @@ def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[st
             "<PixelFunctionType>mul</PixelFunctionType>"
             '<PixelFunctionArguments propagateNoData="true"/>'
             "<SourceTransferType>Float64</SourceTransferType>"
-            f"<SimpleSource>{fn}<SourceBand>{b + 1}</SourceBand></SimpleSource>"
+            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand><LUT>{INT8_LUT}</LUT></ComplexSource>"
             f"<SimpleSource>{fn}<SourceBand>{sb}</SourceBand></SimpleSource>"
             "</VRTRasterBand>\n"
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, npy, vrt
-from .errors import TessvrtError
+from .errors import TessvrtError, check_output_folder
 from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
 from .manifest import ManifestSource, read_manifest, select
 from .record import RECORD, SIDECAR_SUFFIX
@@ -227,10 +227,7 @@ def build(
     if vsi not in ("s3", "curl"):
         raise TessvrtError(f"--vsi {vsi!r} must be s3 or curl")
     parent = out.resolve().parent
-    if not parent.is_dir():
-        raise TessvrtError(f"output folder {parent} does not exist; create it or choose another -o")
-    if not os.access(parent, os.W_OK):
-        raise TessvrtError(f"output folder {parent} is not writable; choose another -o")
+    check_output_folder(parent, "-o")
     box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
     wanted: list[Tile] = []
     if box is not None:

@@ -1,4 +1,9 @@
-"""The one exception type the CLI turns into a one-line message."""
+"""The one exception type the CLI turns into a one-line message, and the checks every command shares."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 class TessvrtError(Exception):
@@ -11,3 +16,11 @@ class MissingObject(TessvrtError):
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+
+def check_output_folder(folder: Path, option: str) -> None:
+    """Fail before any work if the output's folder is missing or read-only (option: how to pick another)."""
+    if not folder.is_dir():
+        raise TessvrtError(f"output folder {folder} does not exist; create it or choose another {option}")
+    if not os.access(folder, os.W_OK):
+        raise TessvrtError(f"output folder {folder} is not writable; choose another {option}")

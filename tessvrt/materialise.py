@@ -27,9 +27,9 @@ import numpy as np
 
 from . import __version__, npy
 from .coglayout import assemble, read_image
-from .errors import MissingObject, TessvrtError
+from .errors import MissingObject, TessvrtError, check_output_folder
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
-from .profiles import COMPRESSIONS, cog_options, overview_factors
+from .profiles import CogProfile
 from .record import read_record
 from .s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
 from .stage import Overviews
@@ -50,12 +50,18 @@ class ZoneTile:
     grid_offset: int
     scales_offset: int
     scale_bands: int
-    width: int
-    height: int
     grid_size: int
     scales_size: int
-    window: Window  # its pixels on the zone grid
+    window: Window  # its pixels on the zone grid: the whole tile, unshifted (zones are never warped here)
     own: Ownership  # the pixels of that window it owns
+
+    @property
+    def width(self) -> int:
+        return self.window.width
+
+    @property
+    def height(self) -> int:
+        return self.window.height
 
 
 @dataclass
@@ -117,18 +123,12 @@ def materialise(
     t0 = time.perf_counter()
     rec = read_record(vrt_path)
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
-    if compress not in COMPRESSIONS:
-        raise TessvrtError(f"--compress {compress!r} is not one of {', '.join(COMPRESSIONS)}")
-    if blocksize % 16 or not 64 <= blocksize <= 4096:
-        raise TessvrtError(f"--blocksize {blocksize} must be a multiple of 16 between 64 and 4096")
+    cog = CogProfile(compress, level, blocksize, overviews)
     out = Path(output)
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise TessvrtError(f"output {out} must end in .tif")
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise TessvrtError(f"output folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise TessvrtError(f"output folder {parent} is not writable; choose another output path")
+    check_output_folder(parent, "output path")
     zones = rec["zones"]
     targets = output_paths(out, [z["label"] for z in zones])
     if not overwrite:
@@ -150,8 +150,7 @@ def materialise(
             win = Window(**z["window"])
             meta = _metadata(rec, z, tiles)
             try:
-                remote += _write_zone(target, win, tiles, band_list, src, compress, level, blocksize, overviews, meta,
-                                      meter, workers)
+                remote += _write_zone(target, win, tiles, band_list, src, cog, meta, meter, workers)
             except TessvrtError:
                 raise
             except Exception as exc:  # disk full, folder gone, GDAL write errors: say so in one line
@@ -184,8 +183,7 @@ def _zone_tiles(rec: dict, zone: dict) -> list[ZoneTile]:
     owns = ownerships([g.tile for g in grids], [g.window for g in grids])
     return [
         ZoneTile(t["name"], S3Location.parse(t["grid"]), S3Location.parse(t["scales"]), t["grid_offset"],
-                 t["scales_offset"], t["scale_bands"], t["width"], t["height"], t["grid_size"], t["scales_size"],
-                 g.window, own)
+                 t["scales_offset"], t["scale_bands"], t["grid_size"], t["scales_size"], g.window, own)
         for t, g, own in zip(tiles, grids, owns, strict=True)
     ]
 
@@ -263,18 +261,19 @@ class _Meter:
             self.cb(self.done, self.total)
 
 
-def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[int], src: _Source, compress: str,
-                level: int | None, bs: int, overviews: bool, meta: dict[str, str], meter: _Meter, workers: int) -> int:
+def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[int], src: _Source, cog: CogProfile,
+                meta: dict[str, str], meter: _Meter, workers: int) -> int:
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window as RioWindow
 
     tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_MARK}")
     main, final = tmp.with_name(tmp.name + ".main.tif"), tmp.with_name(tmp.name + ".tif")
+    bs = cog.blocksize
     cw = chunk_width(win.width, len(bands), bs)
     chunks = [(y0, x0) for y0 in range(0, win.height, bs) for x0 in range(0, win.width, cw)]
-    factors = overview_factors(win.width, win.height, bs) if overviews else []
-    tiled = cog_options(compress, level, bs)
+    factors = cog.factors(win.width, win.height)
+    tiled = cog.options()
     profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": len(bands), "dtype": "float32",
                "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **tiled}
     fetched = 0

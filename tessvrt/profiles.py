@@ -3,6 +3,10 @@ see docs/performance.md)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from .errors import TessvrtError
+
 COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
 
 # Default level per compression when --level is absent. On embedding-like float32 with the
@@ -37,6 +41,29 @@ def cog_options(compress: str, level: int | None, blocksize: int) -> dict[str, s
     if lv is not None and compress == "deflate":
         opts["ZLEVEL"] = str(lv)
     return opts
+
+
+@dataclass(frozen=True)
+class CogProfile:
+    """How materialise writes every zone's COG."""
+
+    compress: str = "zstd"
+    level: int | None = None  # None: DEFAULT_LEVEL of the compression
+    blocksize: int = 512
+    overviews: bool = True
+
+    def __post_init__(self) -> None:
+        if self.compress not in COMPRESSIONS:
+            raise TessvrtError(f"--compress {self.compress!r} is not one of {', '.join(COMPRESSIONS)}")
+        if self.blocksize % 16 or not 64 <= self.blocksize <= 4096:
+            raise TessvrtError(f"--blocksize {self.blocksize} must be a multiple of 16 between 64 and 4096")
+
+    def options(self) -> dict[str, str]:
+        return cog_options(self.compress, self.level, self.blocksize)
+
+    def factors(self, width: int, height: int) -> list[int]:
+        """The overview factors of a width x height image (none with overviews off)."""
+        return overview_factors(width, height, self.blocksize) if self.overviews else []
 
 
 def overview_factors(width: int, height: int, blocksize: int) -> list[int]:

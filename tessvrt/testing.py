@@ -67,6 +67,10 @@ def tile_arrays(st: SampleTile, height: int, width: int) -> tuple[np.ndarray, np
     v = 70 * np.sin(r / 37 + b * 0.21 + ph[0]) * np.cos(c / 23 - b * 0.13 + ph[1]) + 40 * np.sin(b * 0.5 + ph[2])
     v += rng.normal(0, 3, (1, 1, 128)).astype(np.float32)
     emb = np.clip(np.rint(v), -128, 127).astype(np.int8)
+    # row 1 holds every int8 value (-128..127 across columns and bands), so reads of the rows next
+    # to a tile edge check the whole Byte -> signed mapping, not only the smooth values' range
+    if height > 1:
+        emb[1] = ((np.arange(width)[:, None] * 128 + np.arange(128)[None, :]) % 256 - 128).astype(np.int8)
     rr, cc = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     s = (0.01 + 0.004 * np.sin(rr / 50.0 + ph[0]) + 0.003 * np.cos(cc / 9.0 + ph[1])).astype(np.float32)
     s[(rr - height * 0.7) ** 2 / 40**2 + (cc - width * 0.3) ** 2 / 12**2 < 1] = np.nan  # water

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import assert_same, gdal_read, interpreters, run_cli
-from reference import expected, load_record
+from reference import expected, load_record, stored
 
 from tessvrt.testing import env_with_gdalrc
 
@@ -121,3 +121,42 @@ def test_gdal36_cli(built, gdalrc, bucket_root, tmp_path, gdal_bin):
             got = d.read()
         ref = expected(bucket_root, rec, g["epsg"], g["col0"] + x, g["row0"] - y, ww, hh, [b - 1 for b in BANDS])
         assert_same(got, ref, f"gdal_translate -srcwin {x} {y} {ww} {hh} ({ver.strip()})")
+
+
+def _row_one_windows(rec: dict) -> list[list[int]]:
+    """Full-width windows of 5 rows around row 1 of each tile: the sample tiles' row 1 holds every
+    int8 value (tessvrt.testing.tile_arrays), spread over all 128 bands."""
+    g = rec["main"]["window"]
+    ys = {round(g["row0"] - (t["origin"][1] - 20) / 10) - 2 for t in rec["tiles"] if t["epsg"] == g["epsg"]}
+    return [[0, y, g["width"], 5] for y in sorted(ys) if 0 <= y <= g["height"] - 5]
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_every_int8_value(python, built, gdalrc, bucket_root, tmp_path):
+    """All 256 stored values come out signed and scaled right (the top VRT's Byte -> signed LUT)."""
+    rec = load_record(built["block"])
+    g = rec["main"]["window"]
+    wins = _row_one_windows(rec)
+    bands = list(range(1, 129))
+    _, arrays = gdal_read(python, built["block"], gdalrc, wins, bands, tmp_path)
+    seen: set[int] = set()
+    for (x, y, ww, hh), got in zip(wins, arrays, strict=True):
+        ref = expected(bucket_root, rec, g["epsg"], g["col0"] + x, g["row0"] - y, ww, hh, [b - 1 for b in bands])
+        assert_same(got, ref, f"row-1 window {(x, y, ww, hh)}")
+        raw = stored(bucket_root, rec, g["epsg"], g["col0"] + x, g["row0"] - y, ww, hh)
+        seen |= set(np.unique(raw[np.isfinite(ref) & (ref != 0)]).tolist())  # values that were checked
+    assert seen == set(range(-128, 128)) - {0}, f"{256 - 1 - len(seen)} int8 values not covered"
+
+
+def test_every_int8_value_gdal36(built, gdalrc, bucket_root, tmp_path, gdal_bin):
+    env = env_with_gdalrc(gdalrc)
+    rec = load_record(built["block"])
+    g = rec["main"]["window"]
+    for x, y, ww, hh in _row_one_windows(rec)[:3]:
+        out = tmp_path / "rows.tif"
+        subprocess.run(["gdal_translate", "-q", "-srcwin", str(x), str(y), str(ww), str(hh), str(built["block"]),
+                        str(out)], env=env, check=True)
+        with rasterio.open(out) as d:
+            got = d.read()
+        assert_same(got, expected(bucket_root, rec, g["epsg"], g["col0"] + x, g["row0"] - y, ww, hh),
+                    f"gdal_translate -srcwin {x} {y} {ww} {hh}")

@@ -166,6 +166,7 @@ class _Writer:
         self.folder = folder
         (folder / "tiles").mkdir(parents=True)
         (folder / "warped").mkdir()
+        (folder / "blocks").mkdir()
         self._const = "one.tif"
         self._const_size = (1, 1)
 
@@ -274,7 +275,7 @@ def build(
                 g = s.grid
                 w.write(f"tiles/{s.tile.name}.vrt", vrt.tile_vrt(s.raw, epsg, g.transform.to_gdal(), w.mask(own, 1)))
             zone_windows[epsg] = _region_window(epsg, [s.grid.window for s in zs], box)
-            w.write(f"mosaic_{epsg}.vrt", vrt.mosaic_vrt(zone_windows[epsg], _sources(zone_windows[epsg], _native(zs)), scale_bands))
+            _write_mosaic(w, f"mosaic_{epsg}.vrt", zone_windows[epsg], _native(zs), scale_bands)
 
         metadata = {
             "TESSERA_DATASET_VERSION": sel.version,
@@ -339,6 +340,28 @@ def _sources(window: Window, placed: list[tuple[str, Window, int]]) -> list[vrt.
     return out
 
 
+def _write_mosaic(w: _Writer, name: str, window: Window, placed: list[tuple[str, Window, int]], scale_bands: int) -> None:
+    """A mosaic of the placed tiles; past vrt.MOSAIC_BLOCK pixels, a mosaic of blocks/<name>_<k>.vrt."""
+    blocks = window.blocks(vrt.MOSAIC_BLOCK)
+    if len(blocks) == 1:
+        w.write(name, vrt.mosaic_vrt(window, _sources(window, placed), scale_bands))
+        return
+    size, across = vrt.MOSAIC_BLOCK, -(-window.width // vrt.MOSAIC_BLOCK)
+    reach: dict[int, list[tuple[str, Window, int]]] = {}  # block index -> tiles overlapping it
+    for path, tw, nscale in placed:
+        x, y = window.offset_of(tw)
+        for by in range(max(y, 0) // size, min(y + tw.height - 1, window.height - 1) // size + 1):
+            for bx in range(max(x, 0) // size, min(x + tw.width - 1, window.width - 1) // size + 1):
+                reach.setdefault(by * across + bx, []).append(("../" + path, tw, nscale))
+    parts = []
+    for k in sorted(reach):  # a block no tile reaches stays out: NaN there
+        srcs = _sources(blocks[k], reach[k])
+        if srcs:
+            parts.append((f"blocks/{name[:-4]}_{k}.vrt", blocks[k]))
+            w.write(parts[-1][0], vrt.mosaic_vrt(blocks[k], srcs, scale_bands))
+    w.write(name, vrt.blocks_vrt(window, parts, scale_bands))
+
+
 def _native(zs: list[TileSource]) -> list[tuple[str, Window, int]]:
     return [(f"tiles/{s.tile.name}.vrt", s.grid.window, s.raw.scale_bands) for s in zs]
 
@@ -359,7 +382,7 @@ def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, sca
     windows = [s.grid.window for s in native] + foot
     main = _region_window(main_epsg, windows, box)
     warped = [(f"warped/{s.tile.name}_{main_epsg}_owned.vrt", fw, s.raw.scale_bands) for s, fw in zip(others, foot, strict=True)]
-    w.write("mosaic.vrt", vrt.mosaic_vrt(main, _sources(main, _native(native) + warped), scale_bands))
+    _write_mosaic(w, "mosaic.vrt", main, _native(native) + warped, scale_bands)
     return main
 
 

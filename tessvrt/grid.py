@@ -129,6 +129,11 @@ class Window:
             return None
         return Window(self.epsg, c0, r0, c1 - c0, r0 - r1)
 
+    def blocks(self, size: int) -> list[Window]:
+        """This window cut into size x size pieces (smaller at the right and bottom), row by row."""
+        return [Window(self.epsg, self.col0 + x, self.row0 - y, min(size, self.width - x), min(size, self.height - y))
+                for y in range(0, self.height, size) for x in range(0, self.width, size)]
+
     def offset_of(self, inner: Window) -> tuple[int, int]:
         """(x, y) pixel offset of inner's top-left pixel inside this window."""
         return inner.col0 - self.col0, self.row0 - inner.row0

@@ -109,10 +109,15 @@ def test_gdal36_cli(built, gdalrc, bucket_root, tmp_path, gdal_bin):
     info = subprocess.run(["gdalinfo", str(vrt)], capture_output=True, text=True, env=env, check=True).stdout
     assert len(re.findall(r"^Band \d+ Block=", info, re.M)) == 128
     assert "NoData Value=nan" in info and "embedding_127" in info
+    check_gdal36(vrt, env, bucket_root, tmp_path, seed=3)
+
+
+def check_gdal36(vrt, env, bucket_root, tmp_path, seed):
+    """gdal_translate -srcwin of random and tile-edge windows equals the reference."""
     ver = subprocess.run(["gdalinfo", "--version"], capture_output=True, text=True).stdout
     rec = load_record(vrt)
     g = rec["main"]["window"]
-    wins = windows_for(rec, np.random.default_rng(3), n_random=2)
+    wins = windows_for(rec, np.random.default_rng(seed), n_random=2)
     for x, y, ww, hh in wins:
         out = tmp_path / "patch.tif"
         subprocess.run(["gdal_translate", "-q", "-srcwin", str(x), str(y), str(ww), str(hh),
@@ -120,7 +125,34 @@ def test_gdal36_cli(built, gdalrc, bucket_root, tmp_path, gdal_bin):
         with rasterio.open(out) as d:
             got = d.read()
         ref = expected(bucket_root, rec, g["epsg"], g["col0"] + x, g["row0"] - y, ww, hh, [b - 1 for b in BANDS])
-        assert_same(got, ref, f"gdal_translate -srcwin {x} {y} {ww} {hh} ({ver.strip()})")
+        assert_same(got, ref, f"{vrt.name}: gdal_translate -srcwin {x} {y} {ww} {hh} ({ver.strip()})")
+
+
+@pytest.fixture(scope="module")
+def built_blocks(s3, tmp_path_factory):
+    """The block and cross-zone regions again with 64-pixel mosaic blocks (vrt.MOSAIC_BLOCK is 8192),
+    so that the blocked mosaic is what is read and reads cross many block borders."""
+    from tessvrt import build, vrt
+
+    out = tmp_path_factory.mktemp("blocks")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vrt, "MOSAIC_BLOCK", 64)
+        mp.setenv("TESSVRT_CACHE_DIR", str(out / "cache"))
+        build(out / "block.vrt", bbox="4.0,88.0,4.3,88.3", year=2024, endpoint=s3.url)
+        build(out / "cross.vrt", bbox="5.8,88.0,6.2,88.2", year=2024, endpoint=s3.url)
+    return out
+
+
+@pytest.mark.parametrize("python", interpreters())
+@pytest.mark.parametrize("name", ["block", "cross", "cross_utm32n"])
+def test_mosaic_of_blocks(python, name, built_blocks, gdalrc, bucket_root, tmp_path):
+    blocks = list((built_blocks / f"{name.split('_')[0]}.tessvrt" / "blocks").iterdir())
+    assert len(blocks) > 20
+    check(python, built_blocks / f"{name}.vrt", gdalrc, bucket_root, tmp_path, seed=zlib.crc32(name.encode()) + 1)
+
+
+def test_mosaic_of_blocks_gdal36(built_blocks, gdalrc, bucket_root, tmp_path, gdal_bin):
+    check_gdal36(built_blocks / "block.vrt", env_with_gdalrc(gdalrc), bucket_root, tmp_path, seed=4)
 
 
 def _row_one_windows(rec: dict) -> list[list[int]]:

@@ -166,7 +166,6 @@ class _Writer:
         self.folder = folder
         (folder / "tiles").mkdir(parents=True)
         (folder / "warped").mkdir()
-        (folder / "blocks").mkdir()
         self._const = "one.tif"
         self._const_size = (1, 1)
 
@@ -346,7 +345,8 @@ def _write_mosaic(w: _Writer, name: str, window: Window, placed: list[tuple[str,
     if len(blocks) == 1:
         w.write(name, vrt.mosaic_vrt(window, _sources(window, placed), scale_bands))
         return
-    size, across = vrt.MOSAIC_BLOCK, -(-window.width // vrt.MOSAIC_BLOCK)
+    (w.folder / "blocks").mkdir(exist_ok=True)  # only big regions have one
+    size, across = vrt.MOSAIC_BLOCK, -(-window.width // vrt.MOSAIC_BLOCK)  # blocks are row by row
     reach: dict[int, list[tuple[str, Window, int]]] = {}  # block index -> tiles overlapping it
     for path, tw, nscale in placed:
         x, y = window.offset_of(tw)

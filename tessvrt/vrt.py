@@ -124,10 +124,20 @@ def window_gt(w: Window) -> tuple[float, ...]:
     return (t.c, t.a, t.b, t.f, t.d, t.e)
 
 
+def _mosaic_band(b: int) -> str:
+    """Opening tag of mosaic band b (0-based): Byte embeddings as stored, then Float32 scales, NaN = none.
+
+    Shared by tile mosaics and mosaics of blocks, whose bands must match one for one.
+    """
+    if b < BANDS:
+        return f'  <VRTRasterBand dataType="Byte" band="{b + 1}">'
+    return f'  <VRTRasterBand dataType="Float32" band="{b + 1}"><NoDataValue>nan</NoDataValue>'
+
+
 def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) -> Iterator[bytes]:
     """Bands 1-128: the embeddings as stored (Byte); then 1 or 128 scale bands (NaN = no data).
 
-    Yielded in pieces, a band at a time: at 10,000 tiles the file is ~300 MB and is never held whole.
+    Yielded in pieces, a band at a time: a flat mosaic of 10,000 tiles is ~360 MB and is never held whole.
     """
     yield (f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n'
            + _srs_gt(window.epsg, window_gt(window))).encode()
@@ -144,7 +154,7 @@ def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) ->
         for fn, rects in heads
     ).encode().split(b"\0")
     for b in range(BANDS):
-        yield f'  <VRTRasterBand dataType="Byte" band="{b + 1}">'.encode()
+        yield _mosaic_band(b).encode()
         yield str(b + 1).encode().join(parts)
         yield b"</VRTRasterBand>\n"
     for s in range(scale_bands):
@@ -153,8 +163,7 @@ def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) ->
             f"{rects}<LUT>{SCALE_LUT}</LUT><UseMaskBand>true</UseMaskBand></ComplexSource>"
             for (fn, rects), src in zip(heads, sources, strict=False)
         )
-        yield (f'  <VRTRasterBand dataType="Float32" band="{BANDS + 1 + s}">'
-               f"<NoDataValue>nan</NoDataValue>{srcs}</VRTRasterBand>\n").encode()
+        yield f"{_mosaic_band(BANDS + s)}{srcs}</VRTRasterBand>\n".encode()
     yield b"</VRTDataset>\n"
 
 
@@ -171,9 +180,7 @@ def blocks_vrt(window: Window, blocks: list[tuple[str, Window]], scale_bands: in
     ]
     tpl = "".join(srcs)
     for b in range(BANDS + scale_bands):
-        kind = 'dataType="Byte"' if b < BANDS else 'dataType="Float32"'
-        nodata = "" if b < BANDS else "<NoDataValue>nan</NoDataValue>"
-        out.append(f'  <VRTRasterBand {kind} band="{b + 1}">{nodata}{tpl.replace(chr(0), str(b + 1))}</VRTRasterBand>\n')
+        out.append(f"{_mosaic_band(b)}{tpl.replace(chr(0), str(b + 1))}</VRTRasterBand>\n")
     out.append("</VRTDataset>\n")
     return "".join(out)
 
@@ -182,7 +189,7 @@ def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[st
     """The user-facing raster: band i = signed(embedding_i) * scale, NaN where no valid data.
 
     The Byte -> signed LUT sits here, once per band, rather than on each tile's mosaic source
-    (129 per tile): it lists all 256 values so every lookup is exact, never interpolated.
+    (128 per tile): it lists all 256 values so every lookup is exact, never interpolated.
     """
     md = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in metadata.items())
     out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, npy, vrt
+from . import __version__, datasets, npy, vrt
+from .datasets import DEFAULT_DATASET, Mirror, npy_dataset
 from .errors import TessvrtError, check_output_folder
 from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
-from .manifest import ManifestSource, read_manifest, select
-from .record import RECORD, SIDECAR_SUFFIX
-from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, get_range
+from .manifest import ManifestSource, Selection, read_manifest, select
+from .record import PIXEL_GRID, RECORD, SIDECAR_SUFFIX
+from .s3 import Endpoint, S3Location, get_range
 
 
 @dataclass(frozen=True)
@@ -78,19 +79,22 @@ class BuildResult:
     sidecar: Path
     tiles: list[str]
     missing: list[str]
-    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said on stderr, e.g. which dataset a short name picked
 
 
-def _raw_layout(t: Tile, g: TileGrid, row, endpoint: Endpoint, vsi: str, bucket: str) -> TileSource:
-    """Byte offsets for a tile, checked against manifest sizes; reads the header only on a mismatch."""
-    try:
-        gloc, sloc = S3Location.parse(str(row["grid_path"])), S3Location.parse(str(row["scales_path"]))
-    except ValueError as exc:
-        raise TessvrtError(f"manifest row for {t.name}: {exc}; only s3:// paths in bucket {bucket} are accepted") from None
-    for loc in (gloc, sloc):
-        if loc.bucket != bucket:
-            raise TessvrtError(f"manifest row for {t.name} points outside bucket {bucket} ({loc.uri}); refusing it")
-    gsize, ssize = int(row["grid_size"]), int(row["scales_size"])
+def _raw_layout(t: Tile, g: TileGrid, row: dict, sel: Selection, mirror: Mirror, endpoint: Endpoint, vsi: str) -> TileSource:
+    """Where a tile's bytes are: keys derived as upstream derives them, offsets checked against manifest
+    sizes; reads the headers only when the sizes disagree with the computed geometry."""
+    gkey, skey = mirror.tile_keys(sel.dataset, sel.year, t)
+    gloc, sloc = S3Location(mirror.bucket, gkey), S3Location(mirror.bucket, skey)
+    for col, loc in (("grid_path", gloc), ("scales_path", sloc)):
+        named = row.get(col)
+        if isinstance(named, str) and named and not mirror.same_object(named, loc.key):
+            raise TessvrtError(f"manifest row for {t.name} names {named!r}, not {loc.uri} (or the same object in "
+                               "another bucket of this repository); refusing it: check --manifest and --source")
+    gsize = int(row["grid_size"])
+    ssize = row.get("scales_size")
+    ssize = int(ssize) if ssize is not None and ssize == ssize else -1  # absent or NaN: read the header
     h, w = g.height, g.width
     goff, soff, nscale = gsize - h * w * vrt.BANDS, None, 1
     if ssize - h * w * 4 == npy.TYPICAL_HEADER:
@@ -112,9 +116,11 @@ def _raw_layout(t: Tile, g: TileGrid, row, endpoint: Endpoint, vsi: str, bucket:
         except ValueError as exc:
             raise TessvrtError(f"{sloc.uri} {exc}; refusing tile {t.name}") from None
         goff, soff = gh.data_offset, sh.data_offset
-        if soff + h * w * 4 * nscale != ssize:
+        if ssize < 0:
+            ssize = soff + h * w * 4 * nscale
+        elif soff + h * w * 4 * nscale != ssize:
             raise TessvrtError(f"{sloc.uri}: header and manifest size {ssize} disagree; refusing tile {t.name}")
-        g = TileGrid(t, g.epsg, g.origin_e, g.origin_n, w, h)
+        g = TileGrid(t, g.epsg, g.corner_e, g.corner_n, w, h)
     raw = vrt.RawTile(endpoint.vsi_path(gloc, vsi), endpoint.vsi_path(sloc, vsi), goff, soff, nscale, w, h)
     return TileSource(t, g, raw, gloc.uri, sloc.uri, gsize, ssize)
 
@@ -213,14 +219,18 @@ def build(
     year: int,
     bbox: str | BBox | None = None,
     tiles: list[str] | list[Tile] | None = None,
-    dataset: str = "v1",
-    variant: str | None = None,
+    dataset: str = DEFAULT_DATASET,
+    source: str | None = None,
     manifest: str | None = None,
     endpoint: str | None = None,
     vsi: str = "s3",
     crs: str | None = None,
 ) -> BuildResult:
-    """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder."""
+    """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder.
+
+    dataset: an npy dataset name (`tessvrt datasets`); source: the bucket layout (datasets.MIRRORS),
+    default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint.
+    """
     out = Path(output)
     if out.suffix.lower() != ".vrt":
         raise TessvrtError(f"output {out} must end in .vrt")
@@ -238,20 +248,21 @@ def build(
     if not wanted:
         raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
 
-    ep = Endpoint.parse(endpoint)
-    src = ManifestSource.resolve(manifest, dataset, ep)
-    bucket = S3Location.parse(src.location).bucket if src.location.startswith("s3://") else DEFAULT_BUCKET
-    sel = select(read_manifest(src.fetch()), dataset, variant, year)
+    choice = npy_dataset(dataset)
+    mirror = datasets.mirror(source)
+    ep = Endpoint.parse(endpoint or mirror.endpoint)
+    src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
+    sel = select(read_manifest(src.fetch()), choice.dataset, year)
     present = [t for t in wanted if (t.lon_i, t.lat_i) in sel.rows.index]
     missing = [t.name for t in wanted if (t.lon_i, t.lat_i) not in sel.rows.index]
     if not present:
-        raise TessvrtError(
-            f"none of the {len(wanted)} requested tile(s) exist for {dataset} {sel.variant} {year}; try another --year or region"
-        )
+        raise TessvrtError(f"none of the {len(wanted)} requested tile(s) exist in {choice.dataset.label} for {year}; "
+                           "try another --year or region")
     rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
     grids = tile_grids(present)
-    records = rows[["grid_path", "scales_path", "grid_size", "scales_size"]].to_dict("records")
-    sources = [_raw_layout(t, g, r, ep, vsi, bucket) for t, g, r in zip(present, grids, records, strict=True)]
+    cols = [c for c in ("grid_path", "scales_path", "grid_size", "scales_size") if c in rows.columns]
+    records = rows[cols].to_dict("records")
+    sources = [_raw_layout(t, g, r, sel, mirror, ep, vsi) for t, g, r in zip(present, grids, records, strict=True)]
 
     by_zone: dict[int, list[TileSource]] = {}
     for s in sources:
@@ -277,8 +288,9 @@ def build(
             _write_mosaic(w, f"mosaic_{epsg}.vrt", zone_windows[epsg], _native(zs), scale_bands)
 
         metadata = {
-            "TESSERA_DATASET_VERSION": sel.version,
-            "TESSERA_VARIANT": sel.variant,
+            "TESSERA_DATASET": sel.dataset.name,
+            "TESSERA_DATASET_VERSION": sel.dataset.version,
+            "TESSERA_VARIANT": sel.dataset.variant,
             "TESSERA_YEAR": str(sel.year),
             "TESSVRT_TILES": ",".join(s.tile.name for s in sources),
             "TESSVRT_MISSING_TILES": ",".join(missing),
@@ -303,7 +315,7 @@ def build(
                                                 {**metadata, "TESSVRT_ZONE": f"EPSG:{main_epsg}"})
             zone_vrts[main_epsg] = out
         w.close()
-        record = _record(sel, src.location, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands)
+        record = _record(sel, src.location, mirror, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands)
         (folder / RECORD).write_text(json.dumps(record))
         for name, text in written.items():
             (tmp / name).write_text(text)
@@ -313,7 +325,8 @@ def build(
                            "free disk space or choose another -o") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return BuildResult(out, zone_vrts, sidecar, [s.tile.name for s in sources], missing)
+    notes = [choice.note] if choice.note else []
+    return BuildResult(out, zone_vrts, sidecar, [s.tile.name for s in sources], missing, notes)
 
 
 def _main_epsg(by_zone: dict[int, list[TileSource]], crs: str | None) -> int:
@@ -386,16 +399,21 @@ def _write_cross_zone(w: _Writer, by_zone, main_epsg: int, box: BBox | None, sca
     return main
 
 
-def _record(sel, manifest, ep, vsi, main_epsg, main_window, zone_windows, zone_vrts, sources, missing, scale_bands) -> dict:
+def _record(sel: Selection, manifest: str, mirror: Mirror, ep: Endpoint, vsi: str, main_epsg: int, main_window: Window,
+            zone_windows: dict[int, Window], zone_vrts: dict[int, Path], sources: list[TileSource], missing: list[str],
+            scale_bands: int) -> dict:
     def win(w: Window) -> dict:
         return {"epsg": w.epsg, "col0": w.col0, "row0": w.row0, "width": w.width, "height": w.height}
 
     return {
         "tessvrt": __version__,
-        "dataset_version": sel.version,
-        "variant": sel.variant,
+        "pixel_grid": PIXEL_GRID,
+        "dataset": sel.dataset.name,
+        "dataset_version": sel.dataset.version,
+        "variant": sel.dataset.variant,
         "year": sel.year,
         "manifest": manifest,
+        "source": mirror.name,
         "endpoint": ep.url,
         "region": ep.region,
         "vsi": vsi,
@@ -408,7 +426,8 @@ def _record(sel, manifest, ep, vsi, main_epsg, main_window, zone_windows, zone_v
         "tiles": [
             {
                 "name": s.tile.name, "lon": s.tile.lon, "lat": s.tile.lat, "epsg": s.grid.epsg,
-                "origin": [s.grid.origin_e, s.grid.origin_n], "width": s.grid.width, "height": s.grid.height,
+                "origin": list(s.grid.origin), "corner": [s.grid.corner_e, s.grid.corner_n],
+                "width": s.grid.width, "height": s.grid.height,
                 "grid": s.grid_uri, "scales": s.scales_uri, "grid_offset": s.raw.grid_offset,
                 "scales_offset": s.raw.scales_offset, "scale_bands": s.raw.scale_bands,
                 "grid_size": s.grid_size, "scales_size": s.scales_size,

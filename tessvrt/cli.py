@@ -30,10 +30,11 @@ def build(
     year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
     bbox: str | None = typer.Option(None, help="W,S,E,N in degrees"),
     tile: list[str] | None = typer.Option(None, help="LON,LAT of a tile centre (repeatable)"),
-    dataset: str = typer.Option("v1", help="Dataset folder in the bucket (v1, v1.1)"),
-    variant: str | None = typer.Option(None, help="Manifest variant (default: the most complete)"),
-    manifest: str | None = typer.Option(None, help="Manifest path or URL instead of the bucket's"),
-    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
+    dataset: str = typer.Option("v1", help="npy dataset: v1, v1.1-cam, v2-2B-L~beta2, ... (tessvrt datasets lists them)"),
+    source: str = typer.Option("source-coop", help="Bucket layout: source-coop (Source Cooperative on AWS), "
+                               "gateway (https://data.source.coop) or legacy (old tessera-embeddings mirrors)"),
+    manifest: str | None = typer.Option(None, help="Manifest path or URL instead of the dataset's own"),
+    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
     vsi: str = typer.Option("s3", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
     crs: str | None = typer.Option(None, help="UTM EPSG code of the main VRT when zones differ"),
 ) -> None:
@@ -41,10 +42,12 @@ def build(
     from .build import build as run
 
     try:
-        res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, variant=variant,
+        res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
                   manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs)
     except TessvrtError as exc:
         _fail(str(exc))
+    for note in res.notes:
+        typer.echo(f"tessvrt: {note}", err=True)
     if res.missing:
         typer.echo(f"tessvrt: {len(res.missing)} tile(s) not in the manifest: {', '.join(res.missing)}", err=True)
     typer.echo(f"wrote {res.vrt} ({len(res.tiles)} tiles)")
@@ -99,16 +102,20 @@ def materialise(
 def gdal_config(
     config_file: Path | None = typer.Option(None, help="File to write (default ~/.gdal/gdalrc)"),
     endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
+    source: str = typer.Option("source-coop", help="Bucket layout, as for build: source-coop, gateway or legacy"),
     print_only: bool = typer.Option(False, "--print", help="Only print the merged file"),
 ) -> None:
     """Let gdalinfo, gdal_translate, rasterio and QGIS read tessvrt VRTs with no environment variables.
+
+    Writes ~/.gdal/gdalrc (or $GDAL_CONFIG_FILE): anonymous path-style access to the bucket, and
+    GDAL >= 3.12's raw-band allow-list limited to its npy prefix (added to any list already there).
 
     Also adds /vsicurl read-ahead (256 KB chunks, up to 1 GB cache) unless the file already sets it.
     """
     from .gdalconfig import gdal_config as run
 
     try:
-        path, text = run(config_file, endpoint=endpoint, print_only=print_only)
+        path, text = run(config_file, endpoint=endpoint, source=source, print_only=print_only)
     except TessvrtError as exc:
         _fail(str(exc))
     if print_only:
@@ -133,13 +140,29 @@ def info(
         typer.echo(json.dumps(d, indent=1))
         return
     typer.echo(f"{d['vrt']}: {d['width']} x {d['height']} pixels, 128 float32 bands, {d['crs']}")
-    typer.echo(f"dataset {d['dataset_version']} ({d['variant']}), year {d['year']}")
+    typer.echo(f"dataset {d['dataset']} (TESSERA v{d['dataset_version']}, variant {d['variant']}), year {d['year']}")
     typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
     if d["missing"]:
         typer.echo(f"missing ({len(d['missing'])}): {', '.join(d['missing'])}")
     for z in d["zones"]:
         typer.echo(f"zone {z['crs']}: {z['vrt']} {z['width']} x {z['height']}")
     typer.echo(f"remote bytes: {d['remote_bytes']:,} ({d['remote_bytes'] / 1e6:.1f} MB)")
+
+
+@app.command()
+def datasets(as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
+    """The TESSERA datasets upstream publishes, in which formats, and which tessvrt reads."""
+    from .datasets import table
+
+    rows = table()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo(f"{'name':<15} {'version':<8} {'variant':<12} {'npy':<15} {'zarr':<15} tessvrt")
+    for r in rows:
+        typer.echo(f"{r['name']:<15} {r['version']:<8} {r['variant']:<12} {r['npy'] or '-':<15} {r['zarr'] or '-':<15} "
+                   f"{r['tessvrt']}")
+        typer.echo(f"{'':<15} {r['about']}")
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """tessvrt gdal-config: the GDAL configuration file that lets plain GDAL tools read the bucket.
 
 GDAL >= 3.5 reads ~/.gdal/gdalrc (or $GDAL_CONFIG_FILE) at start-up: [configoptions] hold
-global options, [credentials] subsections hold options for one path prefix only.  We own
-exactly one line in [configoptions] and one [.tessvrt_<bucket>] subsection, and leave every
-other line of the file alone, so running the command twice changes nothing.
+global options, [credentials] subsections hold options for one path prefix only.  We own one
+[.tessvrt_<bucket>] subsection per bucket and one entry in the raw-band allow-list (added to the
+user's own list), and leave every other line of the file alone, so running the command twice
+changes nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from .datasets import Mirror, mirror
 from .errors import TessvrtError
-from .s3 import DEFAULT_BUCKET, Endpoint
+from .s3 import Endpoint
 
 ALLOWED_SOURCE = "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE"
 
 
 def default_path() -> Path:
+    """The file GDAL reads: $GDAL_CONFIG_FILE when set, else ~/.gdal/gdalrc."""
+    if os.environ.get("GDAL_CONFIG_FILE"):
+        return Path(os.environ["GDAL_CONFIG_FILE"])
     return Path(os.path.expanduser("~")) / ".gdal" / "gdalrc"
 
 
@@ -32,25 +37,32 @@ READ_AHEAD: dict[str, str] = {
 }
 
 
-def config_options(bucket: str) -> dict[str, str]:
-    """Options we own: GDAL >= 3.12 needs remote raw bands allowed, limited to the bucket prefix."""
-    return {ALLOWED_SOURCE: f"/vsis3/{bucket}/"}
+def allowed_prefix(m: Mirror) -> str:
+    """GDAL >= 3.12 refuses remote raw bands unless allowed: only the mirror's npy prefix, never ALL."""
+    return f"/vsis3/{m.bucket}/{m.npy_prefix()}"
 
 
 def credentials(endpoint: Endpoint, bucket: str) -> dict[str, str]:
     return {"path": f"/vsis3/{bucket}", **endpoint.gdal_options}
 
 
-def render(endpoint: Endpoint, bucket: str = DEFAULT_BUCKET, existing: str = "", read_ahead: bool = True) -> str:
-    """The merged file text: our keys replaced or added, everything else kept in order.
+def _merge_allowed(value: str | None, prefix: str) -> str:
+    """The user's allow-list with our prefix added; ALL / ONLY_REMOTE already allow it and are kept."""
+    if value is not None and value.strip().upper() in ("ALL", "ONLY_REMOTE"):
+        return value.strip()
+    items = [v for v in (value or "").strip().split(":") if v]
+    return ":".join(items if prefix in items else [*items, prefix])
+
+
+def render(endpoint: Endpoint, m: Mirror, existing: str = "", read_ahead: bool = True) -> str:
+    """The merged file text: our subsection replaced, our prefix added to the allow-list, the rest kept in order.
 
     Read-ahead options are added only where the file does not set them already: a user's own
     value wins, and a second run changes nothing.
     """
     lines = existing.splitlines()
-    opts = config_options(bucket)
-    sub = f"[.tessvrt_{bucket.replace('-', '_')}]"
-    creds = [sub, *(f"{k}={v}" for k, v in credentials(endpoint, bucket).items())]
+    sub = f"[.tessvrt_{m.bucket.replace('-', '_').replace('.', '_')}]"
+    creds = [sub, *(f"{k}={v}" for k, v in credentials(endpoint, m.bucket).items())]
 
     def is_header(s: str) -> bool:
         return s.strip().startswith("[") and s.strip().endswith("]")
@@ -64,20 +76,23 @@ def render(endpoint: Endpoint, bucket: str = DEFAULT_BUCKET, existing: str = "",
         if not skipping:
             out.append(ln)
     lines = out
-    # replace our keys inside [configoptions]
+    # take the allow-list out of [configoptions] (it goes back merged), note which keys are set
     section = None
     out = []
-    present = set()
+    present: set[str] = set()
+    allowed: str | None = None
     for ln in lines:
         if is_header(ln):
             section = ln.strip() if not ln.strip().startswith("[.") else section
         key = ln.split("=", 1)[0].strip()
-        if section == "[configoptions]" and "=" in ln:
-            if key in opts:
+        if section == "[configoptions]" and "=" in ln and not ln.lstrip().startswith(("#", ";")):
+            if key == ALLOWED_SOURCE:
+                allowed = ln.split("=", 1)[1]
                 continue
             present.add(key)
         out.append(ln)
     lines = out
+    opts = {ALLOWED_SOURCE: _merge_allowed(allowed, allowed_prefix(m))}
     if read_ahead:
         opts.update((k, v) for k, v in READ_AHEAD.items() if k not in present)
     ours = [f"{k}={v}" for k, v in opts.items()]
@@ -105,25 +120,40 @@ def render(endpoint: Endpoint, bucket: str = DEFAULT_BUCKET, existing: str = "",
 def gdal_config(
     config_file: str | os.PathLike | None = None,
     endpoint: str | None = None,
-    bucket: str = DEFAULT_BUCKET,
+    source: str | None = None,
     print_only: bool = False,
     read_ahead: bool = True,
 ) -> tuple[Path, str]:
-    """Write (or only render) the merged GDAL configuration; returns its path and text."""
+    """Write (or only render) the merged GDAL configuration; returns its path and text.
+
+    A symlinked file is edited where it points; its permissions and line endings are kept; a
+    read-only file is refused rather than replaced.
+    """
     path = Path(config_file) if config_file else default_path()
-    ep = Endpoint.parse(endpoint)
+    m = mirror(source)
+    ep = Endpoint.parse(endpoint or m.endpoint)
+    target = path.resolve() if path.is_symlink() else path
     try:
-        existing = path.read_text() if path.is_file() else ""
-    except OSError as exc:
-        raise TessvrtError(f"cannot read {path}: {exc.strerror}; choose --config-file") from None
-    text = render(ep, bucket, existing, read_ahead)
+        existing = target.read_bytes().decode() if target.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TessvrtError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}; choose --config-file") from None
+    newline = "\r\n" if "\r\n" in existing else "\n"
+    text = render(ep, m, existing, read_ahead)
     if print_only:
         return path, text
+    if target.exists() and not os.access(target, os.W_OK):
+        raise TessvrtError(f"{path} is read-only; make it writable or choose --config-file")
+    tmp: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=".gdalrc.") as tmp:
-            tmp.write(text)
-        os.replace(tmp.name, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=target.parent, delete=False, prefix=f".{target.name}.") as f:
+            tmp = Path(f.name)
+            f.write(text.replace("\n", newline).encode())
+        if target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
     except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise TessvrtError(f"cannot write {path}: {exc.strerror}; choose --config-file") from None
     return path, text

@@ -156,29 +156,35 @@ class Window:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """A tile's native raster: its zone, unsnapped origin and size, from the centre alone."""
+    """A tile's native raster, from its centre alone: zone, corner (SPEC's formula) and size.
+
+    The pixels lie on the zone's 10 m grid snapped from the corner, as upstream lays them out
+    (geotessera 0.11, issue #429): pixel (r, c) has left edge floor(corner_e/10)*10 + 10c and top
+    edge ceil(corner_n/10)*10 - 10r. The unsnapped corner is kept only to say where it came from.
+    """
 
     tile: Tile
     epsg: int
-    origin_e: float
-    origin_n: float
+    corner_e: float
+    corner_n: float
     width: int
     height: int
 
     @property
+    def origin(self) -> tuple[float, float]:
+        """Easting and northing of the top-left pixel's outer corner (multiples of 10 m)."""
+        w = self.window
+        return PIXEL * w.col0, PIXEL * (w.row0 + 1)
+
+    @property
     def transform(self) -> Affine:
-        return Affine(PIXEL, 0.0, self.origin_e, 0.0, -PIXEL, self.origin_n)
+        return self.window.transform
 
     @property
     def window(self) -> Window:
-        """Where the tile's pixels land on its zone grid under the centre rule.
-
-        Output column I takes source column floor((10*I + 5 - origin_e)/10) = I + dx, so the
-        tile is an integer shift of the zone grid: no resampling is ever needed in-zone.
-        """
-        dx = math.floor((5.0 - self.origin_e) / PIXEL)
-        dy = math.floor((self.origin_n - 5.0) / PIXEL)
-        return Window(self.epsg, -dx, dy, self.width, self.height)
+        """Where the tile's pixels lie on its zone grid: an integer offset, so in-zone mosaics never resample."""
+        return Window(self.epsg, math.floor(self.corner_e / PIXEL), math.ceil(self.corner_n / PIXEL) - 1,
+                      self.width, self.height)
 
 
 def tile_grids(tiles: list[Tile]) -> list[TileGrid]:

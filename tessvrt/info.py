@@ -13,6 +13,7 @@ def info(vrt_path: str | Path) -> dict:
     remote = sum(t["grid_size"] + t["scales_size"] for t in rec["tiles"])
     return {
         "vrt": str(vrt_path),
+        "dataset": rec["dataset"],
         "dataset_version": rec["dataset_version"],
         "variant": rec["variant"],
         "year": rec["year"],

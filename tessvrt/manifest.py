@@ -14,20 +14,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .datasets import Dataset, Mirror
 from .errors import MissingObject, TessvrtError
-from .s3 import DEFAULT_BUCKET, Endpoint, S3Location, check_whole_object, get_checked
+from .s3 import Endpoint, S3Location, check_whole_object, get_checked
 
-REQUIRED = {
-    "version": "string",
-    "variant": "string",
-    "year": "integer",
-    "lon": "floating",
-    "lat": "floating",
-    "grid_path": "string",
-    "scales_path": "string",
-    "grid_size": "integer",
-    "scales_size": "integer",
-}
+# geotessera itself needs only lat, lon, year and grid_size; the others are used when present
+REQUIRED = {"year": "integer", "lon": "floating", "lat": "floating", "grid_size": "integer"}
+OPTIONAL = {"version": "string", "variant": "string", "grid_path": "string", "scales_path": "string",
+            "scales_size": "integer"}
 
 
 def cache_dir() -> Path:
@@ -38,14 +32,6 @@ def cache_dir() -> Path:
     return Path(base) / "tessvrt"
 
 
-def dataset_version(dataset: str) -> str:
-    """'v1' -> '1.0', 'v1.1' -> '1.1': the manifest's version column for a dataset folder."""
-    v = dataset.lstrip("vV")
-    if not v or not all(p.isdigit() for p in v.split(".")):
-        raise TessvrtError(f"--dataset {dataset!r} is not a dataset name like v1 or v1.1")
-    return v if "." in v else v + ".0"
-
-
 @dataclass(frozen=True)
 class ManifestSource:
     """A manifest to read: an S3 object, an http(s) URL or a local file."""
@@ -54,10 +40,10 @@ class ManifestSource:
     endpoint: Endpoint
 
     @classmethod
-    def resolve(cls, manifest: str | None, dataset: str, endpoint: Endpoint) -> ManifestSource:
+    def resolve(cls, manifest: str | None, dataset: Dataset, mirror: Mirror, endpoint: Endpoint) -> ManifestSource:
+        """--manifest if given, else the dataset's manifest in the mirror."""
         if manifest is None:
-            dataset_version(dataset)
-            return cls(f"s3://{DEFAULT_BUCKET}/{dataset}/manifest.parquet", endpoint)
+            return cls(f"s3://{mirror.bucket}/{mirror.manifest_key(dataset)}", endpoint)
         return cls(manifest, endpoint)
 
     def fetch(self) -> Path:
@@ -138,7 +124,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise TessvrtError(f"manifest {path} lacks column(s) {', '.join(missing)}; pass a TESSERA manifest.parquet")
-    for col, kind in REQUIRED.items():
+    for col, kind in {**REQUIRED, **{k: v for k, v in OPTIONAL.items() if k in df.columns}}.items():
         inferred = pd.api.types.infer_dtype(df[col], skipna=True)
         ok = {
             "string": inferred in ("string", "empty"),
@@ -152,36 +138,39 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Selection:
-    version: str
-    variant: str
+    dataset: Dataset
     year: int
     rows: pd.DataFrame  # one row per tile, indexed by (lon_i, lat_i)
 
 
-def select(df: pd.DataFrame, dataset: str, variant: str | None, year: int) -> Selection:
-    """Rows of one (version, variant, year): never mixed across versions or variants."""
-    version = dataset_version(dataset)
-    vrows = df[df["version"] == version]
-    if vrows.empty:
-        have = ", ".join(sorted(df["version"].unique())) or "none"
-        raise TessvrtError(f"manifest has no rows for version {version} (has {have}); choose --dataset")
-    yrows = vrows[vrows["year"] == year]
-    if yrows.empty:
-        have = ", ".join(str(y) for y in sorted(vrows["year"].unique()))
-        raise TessvrtError(f"no tiles for year {year} in dataset {dataset} (years: {have}); choose --year")
-    variants = yrows["variant"].value_counts()
-    if variant is None:
-        # the most complete variant; ties broken by name so the choice is stable
-        variant = sorted(variants.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-    rows = yrows[yrows["variant"] == variant].copy()
+def select(df: pd.DataFrame, dataset: Dataset, year: int) -> Selection:
+    """The rows of one dataset and year: never mixed across versions or variants.
+
+    Each npy directory has its own manifest; its version and variant columns, when present, must
+    name the dataset (a variant spelled differently is accepted only when it is the only one).
+    """
+    if "version" in df.columns:
+        have = sorted(str(v) for v in df["version"].dropna().unique())
+        df = df[df["version"] == dataset.version]
+        if df.empty:
+            raise TessvrtError(f"the manifest has no rows of TESSERA v{dataset.version} for {dataset.label} "
+                               f"(it holds versions {', '.join(have) or 'none'}); check --dataset or --manifest")
+    if "variant" in df.columns:
+        variants = sorted(str(v) for v in df["variant"].dropna().unique())
+        if dataset.variant in variants:
+            df = df[df["variant"] == dataset.variant]
+        elif len(variants) > 1:
+            raise TessvrtError(f"the manifest mixes variants {', '.join(variants)} and none is {dataset.variant!r} "
+                               f"({dataset.label}); check --dataset or --manifest")
+    rows = df[df["year"] == year].copy()
     if rows.empty:
-        raise TessvrtError(
-            f"no variant {variant!r} for {dataset} {year} (variants: {', '.join(sorted(variants.index))}); choose --variant"
-        )
+        years = ", ".join(str(y) for y in sorted(df["year"].unique())) or "none"
+        raise TessvrtError(f"no tiles for year {year} in {dataset.label} (years: {years}); choose --year")
     rows["lon_i"] = (rows["lon"] * 100).round().astype("int64")
     rows["lat_i"] = (rows["lat"] * 100).round().astype("int64")
     dup = rows.duplicated(["lon_i", "lat_i"])
     if dup.any():
         r = rows[dup].iloc[0]
-        raise TessvrtError(f"manifest lists tile {r['lon']:.2f},{r['lat']:.2f} twice for {dataset} {variant} {year}; fix the manifest")
-    return Selection(version, str(variant), int(year), rows.set_index(["lon_i", "lat_i"], drop=False))
+        raise TessvrtError(f"manifest lists tile {r['lon']:.2f},{r['lat']:.2f} twice for {dataset.name} {year}; "
+                           "fix the manifest")
+    return Selection(dataset, int(year), rows.set_index(["lon_i", "lat_i"], drop=False))

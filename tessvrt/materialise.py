@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, npy
+from . import __version__, npy, scales
 from .coglayout import assemble, read_image
 from .errors import MissingObject, TessvrtError, check_output_folder
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
@@ -178,7 +178,7 @@ def _is_write_error(exc: Exception) -> bool:
 
 def _zone_tiles(rec: dict, zone: dict) -> list[ZoneTile]:
     tiles = [t for t in rec["tiles"] if t["epsg"] == zone["epsg"]]
-    grids = [TileGrid(Tile(round(t["lon"] * 100), round(t["lat"] * 100)), t["epsg"], t["origin"][0], t["origin"][1],
+    grids = [TileGrid(Tile(round(t["lon"] * 100), round(t["lat"] * 100)), t["epsg"], t["corner"][0], t["corner"][1],
                       t["width"], t["height"]) for t in tiles]
     owns = ownerships([g.tile for g in grids], [g.window for g in grids])
     return [
@@ -190,6 +190,7 @@ def _zone_tiles(rec: dict, zone: dict) -> list[ZoneTile]:
 
 def _metadata(rec: dict, zone: dict, tiles: list[ZoneTile]) -> dict[str, str]:
     return {
+        "TESSERA_DATASET": str(rec["dataset"]),
         "TESSERA_DATASET_VERSION": str(rec["dataset_version"]),
         "TESSERA_VARIANT": str(rec["variant"]),
         "TESSERA_YEAR": str(rec["year"]),
@@ -451,7 +452,7 @@ def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, x0: i
         if sel is not None:
             e = e[:, sel]
             s = s[:, sel] if s.ndim == 2 else s
-        s = np.where(np.isfinite(s) & (s > 0) & (s < 1e6), s, np.float32(np.nan))
+        s = np.where(scales.valid(s), s, np.float32(np.nan))
         np.multiply(e.T, s.T, out=out[:, ty + r_lo + r - y0, ox:ox + c1 - c0], where=True if full[r] else owned[r])
 
 

@@ -13,7 +13,6 @@ from urllib.parse import urlparse
 
 from .errors import MissingObject, TessvrtError
 
-DEFAULT_BUCKET = "tessera-embeddings"
 DEFAULT_REGION = "us-west-2"
 
 
@@ -51,13 +50,10 @@ class Endpoint:
     @property
     def gdal_options(self) -> dict[str, str]:
         """Options GDAL's /vsis3/ needs to read this endpoint anonymously."""
-        opts = {"AWS_NO_SIGN_REQUEST": "YES", "AWS_REGION": self.region}
-        if self.url:
-            u = urlparse(self.url)
-            opts["AWS_S3_ENDPOINT"] = u.netloc
-            opts["AWS_HTTPS"] = "YES" if u.scheme == "https" else "NO"
-            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
-        return opts
+        u = urlparse(self.https_base)
+        # path-style always: Source Cooperative's bucket name has dots, which break virtual hosting over TLS
+        return {"AWS_NO_SIGN_REQUEST": "YES", "AWS_REGION": self.region, "AWS_S3_ENDPOINT": u.netloc,
+                "AWS_HTTPS": "YES" if u.scheme == "https" else "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
 
     def vsi_path(self, loc: S3Location, vsi: str = "s3") -> str:
         if vsi == "s3":

@@ -1,9 +1,13 @@
 """A sample TESSERA bucket and a local S3 server, for the demo, the tests and the benchmarks.
 
+The bucket imitates the live service (Source Cooperative: bucket us-west-2.opendata.source.coop,
+keys tessera/tessera/npy/{dataset}/..., one manifest per dataset whose path columns name the
+gateway's bucket, as upstream's published manifests may), or the legacy layout for old mirrors.
 Tiles have the real geometry of the SPEC formula (high latitudes keep them small), smooth
-values, NaN water, a huge-sentinel stripe, zero scales, one tile with (H, W, 128) scales,
-one tile with an unusual .npy header, tiles across the UTM 31/32 boundary, southern tiles,
-a second year and a second dataset version.  Needs moto[server] (the `test` extra).
+values, NaN water, a huge-sentinel stripe, zero scales, scales at and above upstream's 1.0
+limit, one tile with (H, W, 128) scales, one tile with an unusual .npy header, tiles across the
+UTM 31/32 boundary, southern tiles, a second year and a second dataset (v1.1-cam).
+Needs moto[server] (the `test` extra).
 """
 
 from __future__ import annotations
@@ -23,17 +27,20 @@ import numpy as np
 import pandas as pd
 
 from . import npy
+from .datasets import DATASETS, MIRRORS, Mirror
 from .grid import Tile, tile_grids
-from .s3 import DEFAULT_BUCKET
 
-VARIANT = "vultr"
+LIVE = MIRRORS["source-coop"]
+GATEWAY_ROOT = "tessera/tessera/"  # bucket/prefix the sample manifests name (the gateway's, as published)
+# pixels of every sample tile given scales around upstream's limit of 1.0: (row, col, scale)
+EDGE_SCALES = ((7, 1, 1.0), (7, 2, 1.5), (7, 3, 1e5), (7, 4, 0.9999999), (8, 1, 0.5))
 
 
 @dataclass(frozen=True)
 class SampleTile:
     tile: Tile
     year: int = 2024
-    version: str = "1.0"
+    dataset: str = "v1"  # npy dataset name
     scales_3d: bool = False
     header_pad: int = 0  # extra header bytes: forces the header-read path
 
@@ -48,17 +55,13 @@ def sample_tiles() -> list[SampleTile]:
     tiles += [SampleTile(Tile.at(10.05, -88.05)), SampleTile(Tile.at(10.05, -88.15), header_pad=64)]
     # another year and another dataset version over part of the block
     tiles += [SampleTile(Tile.at(4.05, 88.15), year=2023), SampleTile(Tile.at(4.15, 88.15), year=2023)]
-    tiles += [SampleTile(Tile.at(4.05, 88.15), version="1.1"), SampleTile(Tile.at(4.15, 88.15), version="1.1")]
+    tiles += [SampleTile(Tile.at(4.05, 88.15), dataset="v1.1-cam"), SampleTile(Tile.at(4.15, 88.15), dataset="v1.1-cam")]
     return tiles
-
-
-def _dataset_dir(version: str) -> str:
-    return "v" + version.removesuffix(".0")
 
 
 def tile_arrays(st: SampleTile, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic embedding-like values: smooth in space and band, distinct per tile/year/version."""
-    seed = (st.tile.lon_i * 7919 + st.tile.lat_i * 104729 + st.year * 31 + int(st.version == "1.1") * 17) % (2**32)
+    seed = (st.tile.lon_i * 7919 + st.tile.lat_i * 104729 + st.year * 31 + int(st.dataset != "v1") * 17) % (2**32)
     rng = np.random.default_rng(seed)
     r = np.arange(height, dtype=np.float32)[:, None, None]
     c = np.arange(width, dtype=np.float32)[None, :, None]
@@ -78,6 +81,9 @@ def tile_arrays(st: SampleTile, height: int, width: int) -> tuple[np.ndarray, np
     s[: height // 10, width // 2 : width // 2 + 5] = 0.0  # zero scales
     s[5, 2] = -0.5
     s[6, 3] = np.inf
+    for r, c, v in EDGE_SCALES:
+        if r < height and c < width:
+            s[r, c] = v
     if st.scales_3d:
         with np.errstate(over="ignore"):  # the sentinel stripe overflows to inf: still invalid
             s3 = np.repeat(s[:, :, None], 128, axis=2) * (1 + np.arange(128, dtype=np.float32) / 256)
@@ -94,41 +100,47 @@ def _npy_bytes(arr: np.ndarray, pad: int) -> bytes:
     return head + np.ascontiguousarray(arr).tobytes()
 
 
-def build_sample(folder: Path, tiles: list[SampleTile] | None = None, bucket: str = DEFAULT_BUCKET) -> Path:
-    """Write the sample bucket as files under folder/bucket/...; returns that bucket folder."""
+def build_sample(folder: Path, tiles: list[SampleTile] | None = None, mirror: Mirror = LIVE) -> Path:
+    """Write the sample bucket as files under folder/<bucket>/<keys>; returns that bucket folder.
+
+    Keys follow the mirror's layout; each dataset's manifest lists its own rows, with path columns
+    naming the gateway's bucket (live layouts) or the bucket itself (legacy).
+    """
     tiles = tiles or sample_tiles()
-    root = folder / bucket
-    rows = []
+    root = folder / mirror.bucket
+    rows: dict[str, list[dict]] = {}
     grids = tile_grids([st.tile for st in tiles])
+    named = GATEWAY_ROOT if not mirror.legacy else mirror.roots[0]
     for st, g in zip(tiles, grids, strict=False):
-        ddir = _dataset_dir(st.version)
-        name = st.tile.name
-        key = f"{ddir}/global_0.1_degree_representation/{st.year}/{name}/{name}"
+        ds = next(d for d in DATASETS if d.npy == st.dataset)
+        gkey, skey = mirror.tile_keys(ds, st.year, st.tile)
         emb, sc = tile_arrays(st, g.height, g.width)
         gb, sb = _npy_bytes(emb, st.header_pad), _npy_bytes(sc, st.header_pad)
-        for suffix, data in ((".npy", gb), ("_scales.npy", sb)):
-            p = root / (key + suffix)
+        for key, data in ((gkey, gb), (skey, sb)):
+            p = root / key
             p.parent.mkdir(parents=True, exist_ok=True)
             if not p.exists() or p.stat().st_size != len(data):
                 p.write_bytes(data)
-        rows.append({
-            "version": st.version, "variant": VARIANT, "year": st.year, "lon": st.tile.lon, "lat": st.tile.lat,
-            "grid_path": f"s3://{bucket}/{key}.npy", "scales_path": f"s3://{bucket}/{key}_scales.npy",
+        rows.setdefault(st.dataset, []).append({
+            "version": ds.version, "variant": ds.variant, "year": st.year, "lon": st.tile.lon, "lat": st.tile.lat,
+            "grid_path": f"s3://{named}{gkey[len(mirror.prefix):]}",
+            "scales_path": f"s3://{named}{skey[len(mirror.prefix):]}",
             "grid_size": len(gb), "scales_size": len(sb),
             "grid_mtime": pd.Timestamp("2025-01-01", tz="UTC"), "scales_mtime": pd.Timestamp("2025-01-01", tz="UTC"),
-            "lon_i": np.int32(st.tile.lon_i), "lat_i": np.int32(st.tile.lat_i), "directory": f"{ddir}/{st.year}/{name}",
+            "lon_i": np.int32(st.tile.lon_i), "lat_i": np.int32(st.tile.lat_i),
+            "directory": f"s3://{named}{gkey[len(mirror.prefix):].rsplit('/', 2)[0]}",
         })
-    df = pd.DataFrame(rows)
-    # one manifest holding both versions, served under each dataset folder
-    for ddir in ("v1", "v1.1"):
-        (root / ddir).mkdir(parents=True, exist_ok=True)
-        df.to_parquet(root / ddir / "manifest.parquet", index=False)
+    for name, rs in rows.items():
+        ds = next(d for d in DATASETS if d.npy == name)
+        p = root / mirror.manifest_key(ds)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rs).to_parquet(p, index=False)
     return root
 
 
-def read_tile(bucket_root: Path, grid_uri: str) -> np.ndarray:
-    """Load a sample tile's array straight from the files (the test reference)."""
-    key = grid_uri.split("/", 3)[3]
+def read_tile(bucket_root: Path, uri: str) -> np.ndarray:
+    """Load a sample tile's array straight from the files (the test reference); uri is s3://<bucket>/<key>."""
+    key = uri.split("/", 3)[3]
     return np.load(bucket_root / key, mmap_mode="r")
 
 

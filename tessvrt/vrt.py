@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from . import scales
 from .grid import Window
 
 BANDS = 128
@@ -30,12 +31,8 @@ BANDS = 128
 MOSAIC_BLOCK = 8192
 # Byte -> signed (GDAL 3.6 has no Int8): every value listed, so no lookup is an interpolation
 INT8_LUT = ",".join(f"{v}:{v - 256 if v > 127 else v}" for v in range(256))
-# Valid scales are finite and 0 < s < 1e6; every float32 outside that maps to NaN.
-SCALE_LUT = (
-    "-3.4028234663852886e+38:nan,0:nan,"
-    "1.401298464324817e-45:1.401298464324817e-45,"
-    "999999.9375:999999.9375,1000000:nan"
-)
+# every invalid float32 scale -> NaN, valid ones unchanged (tessvrt.scales holds the rule)
+SCALE_LUT = scales.GDAL_LUT
 
 
 def band_name(i: int) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from pyproj import Transformer
 
+from tessvrt import scales
 from tessvrt.grid import PIXEL, owner_cells
 from tessvrt.testing import read_tile
 
@@ -51,7 +52,7 @@ def expected(bucket_root: Path, record: dict, epsg: int, col0: int, row0: int, w
         e = emb[rr, cc][:, bands].astype(np.float32)  # (n, nb)
         s = sc[rr, cc]
         s = s[:, bands] if s.ndim == 2 else np.repeat(s[:, None], len(bands), axis=1)
-        ok = np.isfinite(s) & (s > 0) & (s < 1e6)
+        ok = scales.valid(s)
         v = np.where(ok, e * np.where(ok, s, 0).astype(np.float32), np.nan).astype(np.float32)
         out.reshape(len(bands), -1)[:, idx] = v.T
     return out

@@ -1,7 +1,10 @@
-"""Pure unit tests: geometry against published tiles, ownership against per-pixel projection,
-gdal-config merging, npy headers, manifest ETag revalidation."""
+"""Pure unit tests: geometry against published tiles and upstream's pixel grid, ownership against
+per-pixel projection, the valid-scale rule, datasets and layouts, gdal-config merging, npy headers,
+manifest ETag revalidation."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -14,10 +17,68 @@ from tessvrt.grid import Tile, owner_cells, ownerships, tile_grids
 def test_published_tile_geometry():
     g = tile_grids([Tile.at(0.05, 51.95)])[0]
     assert g.epsg == 32631 and (g.width, g.height) == (732, 1140)
-    assert abs(g.origin_e - 293612.221) < 1e-3 and abs(g.origin_n - 5765288.255) < 1e-3
+    assert abs(g.corner_e - 293612.221) < 1e-3 and abs(g.corner_n - 5765288.255) < 1e-3
+    # pixels on the 10 m grid snapped from the corner (floor east, ceil north), as upstream places them
+    assert g.origin == (293610.0, 5765290.0) and g.transform.c == 293610.0 and g.transform.f == 5765290.0
     g = tile_grids([Tile.at(-99.95, 80.05)])[0]
     assert (g.width, g.height) == (211, 1119)
     assert tile_grids([Tile.at(10.05, -40.05)])[0].epsg == 32732
+
+
+def test_upstream_zone17_pair_abuts():
+    """Upstream's test_adjacent_tiles_abut_without_a_seam (geotessera issue #429): tiles (-79.35,-0.55) and
+    (-79.25,-0.55) in zone 17 abut exactly. The second has corner fractions 5-10 m east and 0-5 m north,
+    where placing by the nearest pixel centre to the unsnapped corner is one pixel off in x and y."""
+    a, b = tile_grids([Tile.at(-79.35, -0.55), Tile.at(-79.25, -0.55)])
+    assert a.epsg == b.epsg == 32717
+    assert 5 < b.corner_e % 10 < 10 and 0 < b.corner_n % 10 < 5
+    assert a.window.col0 + a.window.width == b.window.col0, "a seam or an overlap between the pair"
+    assert a.window.row0 == b.window.row0
+    # tile pixel (r, c): left edge floor(e0/10)*10 + 10c, top edge ceil(n0/10)*10 - 10r
+    for g in (a, b):
+        left, top = g.transform @ (3, 5)
+        assert left == math.floor(g.corner_e / 10) * 10 + 30 and top == math.ceil(g.corner_n / 10) * 10 - 50
+    # the old rule (nearest pixel centre to the unsnapped corner) put tile b one pixel east (a seam) and south
+    assert -math.floor((5.0 - b.corner_e) / 10) == b.window.col0 + 1
+    assert math.floor((b.corner_n - 5.0) / 10) == b.window.row0 - 1
+
+
+def test_valid_scales_follow_upstream():
+    from tessvrt import scales
+
+    s = np.array([1.0, 1.5, 1e5, 0.9999999, 0.5, 1e-30, 0.0, -0.5, np.nan, np.inf, 3.4e38], np.float32)
+    assert scales.valid(s).tolist() == [False, False, False, True, True, True, False, False, False, False, False]
+
+
+def test_datasets_and_layouts():
+    from tessvrt import datasets
+    from tessvrt.errors import TessvrtError
+
+    assert datasets.npy_dataset("v1").dataset.variant == "vultr" and datasets.npy_dataset("v1").note is None
+    c = datasets.npy_dataset("v1.1")
+    assert c.dataset.npy == "v1.1-cam" and "v1.1-cam" in c.note and "dclimate" in c.note
+    assert datasets.npy_dataset("v2").dataset.npy == "v2-2B-L~beta2"
+    with pytest.raises(TessvrtError, match="only as Zarr"):
+        datasets.npy_dataset("v1.1-dclimate")
+    with pytest.raises(TessvrtError, match="not a TESSERA dataset"):
+        datasets.npy_dataset("v9")
+    ds, t = datasets.npy_dataset("v1.1-cam").dataset, Tile.at(-0.05, 51.55)
+    live = datasets.mirror(None)
+    assert live.bucket == "us-west-2.opendata.source.coop"
+    assert live.tile_keys(ds, 2024, t) == ("tessera/tessera/npy/v1.1-cam/2024/grid_-0.05_51.55/grid_-0.05_51.55.npy",
+                                           "tessera/tessera/npy/v1.1-cam/2024/grid_-0.05_51.55/grid_-0.05_51.55_scales.npy")
+    assert live.manifest_key(ds) == "tessera/tessera/npy/v1.1-cam/manifest.parquet"
+    key = live.tile_keys(ds, 2024, t)[0]
+    # the gateway's bucket names the same object; anything else does not
+    assert live.same_object("s3://" + key, key) and live.same_object(f"s3://{live.bucket}/{key}", key)
+    assert not live.same_object("s3://" + key.replace("2024", "2023"), key)
+    assert not live.same_object("s3://tessera/" + key, key)
+    assert not live.same_object("s3://evil/" + key, key)
+    gw = datasets.mirror("gateway")
+    assert gw.bucket == "tessera" and gw.tile_keys(ds, 2024, t)[0] == key.removeprefix("tessera/")
+    legacy = datasets.mirror("legacy")
+    assert legacy.tile_keys(datasets.npy_dataset("v1").dataset, 2024, t)[0] == \
+        "v1/global_0.1_degree_representation/2024/grid_-0.05_51.55/grid_-0.05_51.55.npy"
 
 
 @pytest.mark.parametrize("lon, lat", [(0.05, 51.95), (5.95, 84.05), (6.05, 84.05), (3.05, -84.95),
@@ -82,8 +143,9 @@ def test_npy_header_roundtrip():
 
 def test_gdal_config_merges_and_is_idempotent(tmp_path):
     rc = tmp_path / "gdalrc"
-    rc.write_text("[configoptions]\nGDAL_CACHEMAX=512\nCPL_VSIL_CURL_CHUNK_SIZE=1048576\n\n[credentials]\n\n[.mine]\npath=/vsis3/mine\nAWS_PROFILE=me\n"
-                  "\n[directives]\nignore-env-vars=no\n")
+    rc.write_text("[configoptions]\nGDAL_CACHEMAX=512\nCPL_VSIL_CURL_CHUNK_SIZE=1048576\n"
+                  "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE=/data/raw/:/vsis3/mine/\n\n[credentials]\n\n[.mine]\n"
+                  "path=/vsis3/mine\nAWS_PROFILE=me\n\n[directives]\nignore-env-vars=no\n")
     _, first = gdal_config(rc, endpoint="http://127.0.0.1:9999")
     _, second = gdal_config(rc, endpoint="http://127.0.0.1:9999")
     assert first == second == rc.read_text()
@@ -92,12 +154,45 @@ def test_gdal_config_merges_and_is_idempotent(tmp_path):
     # read-ahead defaults are added, but a value the user set wins
     assert first.count("CPL_VSIL_CURL_CHUNK_SIZE=") == 1 and "CPL_VSIL_CURL_CHUNK_SIZE=1048576" in first
     assert f"CPL_VSIL_CURL_CACHE_SIZE={READ_AHEAD['CPL_VSIL_CURL_CACHE_SIZE']}" in first
-    assert "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE=/vsis3/tessera-embeddings/" in first
+    # our npy prefix is added to the user's own allow-list, never ALL
+    assert ("GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE=/data/raw/:/vsis3/mine/:"
+            "/vsis3/us-west-2.opendata.source.coop/tessera/tessera/npy/") in first
+    assert first.count("GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE") == 1 and "=ALL" not in first
+    assert "path=/vsis3/us-west-2.opendata.source.coop" in first and "AWS_VIRTUAL_HOSTING=FALSE" in first
     assert "AWS_S3_ENDPOINT=127.0.0.1:9999" in first and "AWS_HTTPS=NO" in first
-    assert "=ALL" not in first
-    _, third = gdal_config(rc)  # back to AWS: endpoint lines gone, others kept
-    assert "AWS_S3_ENDPOINT" not in third and "AWS_REGION=us-west-2" in third and "GDAL_CACHEMAX=512" in third
-    assert third.count("[.tessvrt_tessera_embeddings]") == 1
+    _, third = gdal_config(rc)  # back to AWS: the local endpoint is gone, the bucket's regional endpoint is set
+    assert "127.0.0.1" not in third and "AWS_S3_ENDPOINT=s3.us-west-2.amazonaws.com" in third
+    assert "AWS_HTTPS=YES" in third and "AWS_REGION=us-west-2" in third and "GDAL_CACHEMAX=512" in third
+    assert third.count("[.tessvrt_us_west_2_opendata_source_coop]") == 1
+    _, fourth = gdal_config(rc, source="legacy", endpoint="http://127.0.0.1:9998")  # a second bucket beside it
+    assert "[.tessvrt_us_west_2_opendata_source_coop]" in fourth and "[.tessvrt_tessera_embeddings]" in fourth
+    assert ":/vsis3/tessera-embeddings/" in fourth
+
+
+def test_gdal_config_keeps_file_properties(tmp_path, monkeypatch):
+    """A symlink is followed, CRLF and permissions are kept, a read-only file is refused, and with
+    GDAL_CONFIG_FILE set that file is the one written (it is the one GDAL reads)."""
+    import os
+    import stat
+
+    from tessvrt.errors import TessvrtError
+
+    real = tmp_path / "real.rc"
+    real.write_bytes(b"[configoptions]\r\nGDAL_CACHEMAX=64\r\n")
+    real.chmod(0o640)
+    link = tmp_path / "link.rc"
+    link.symlink_to(real)
+    gdal_config(link)
+    assert link.is_symlink() and b"\r\nGDAL_CACHEMAX=64\r\n" in real.read_bytes()
+    assert b"\n" not in real.read_bytes().replace(b"\r\n", b"")
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    real.chmod(0o440)
+    if os.geteuid() != 0:  # root may write anything: the check is os.access, which says so
+        with pytest.raises(TessvrtError, match="read-only"):
+            gdal_config(link)
+    monkeypatch.setenv("GDAL_CONFIG_FILE", str(tmp_path / "env.rc"))
+    path, _ = gdal_config()
+    assert path == tmp_path / "env.rc" and path.is_file()
 
 
 def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
@@ -105,8 +200,10 @@ def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
     from tessvrt.s3 import Endpoint
 
     monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path))
+    from tessvrt import datasets
+
     ep = Endpoint.parse(s3.url)
-    src = manifest.ManifestSource.resolve(None, "v1", ep)
+    src = manifest.ManifestSource.resolve(None, datasets.npy_dataset("v1").dataset, datasets.mirror(None), ep)
     calls = []
     real = manifest._get_s3
 

@@ -4,6 +4,8 @@
 #    for the compatibility tests
 #  - .venv: python3 (3.11) + tessvrt + test extras (rasterio wheel = GDAL 3.10)
 #  - .venv312: python3.12 + rasterio 1.5 wheel (GDAL 3.12) for the same reads
+#  - .venv-oracle: python3.12 + upstream geotessera 0.11.0 (~1 min, ~1.1 GB), the test oracle that
+#    tests/oracle_geotessera.py drives (TESSVRT_ORACLE_PY)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -23,6 +25,11 @@ if [ -n "$PY312" ]; then
   [ -x .venv312/bin/python ] || "$PY312" -m venv .venv312
   .venv312/bin/pip install -q --disable-pip-version-check 'rasterio>=1.5' numpy
   export TESSVRT_PY312="$PWD/.venv312/bin/python"
+fi
+if [ -n "$PY312" ]; then
+  [ -x .venv-oracle/bin/python ] || "$PY312" -m venv .venv-oracle
+  .venv-oracle/bin/pip install -q --disable-pip-version-check 'geotessera==0.11.0'
+  export TESSVRT_ORACLE_PY="$PWD/.venv-oracle/bin/python"
 fi
 .venv/bin/ruff check tessvrt tests scripts
 exec .venv/bin/python -m pytest -q "$@"

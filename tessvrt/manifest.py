@@ -92,7 +92,7 @@ def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None) -> tuple[byte
 
     kw = {"IfNoneMatch": etag} if etag else {}
     try:
-        body, resp = get_checked(endpoint, loc, "manifest", lambda b, r: check_whole_object(b, r, loc.uri), attempts=5,
+        body, resp = get_checked(endpoint, loc, "manifest", lambda b, r: check_whole_object(b, r, loc.uri), attempts=8,
                                  ChecksumMode="ENABLED", **kw)
     except ClientError:  # 304 Not Modified
         return None, etag or ""

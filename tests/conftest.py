@@ -3,6 +3,7 @@ GDAL configuration file written by `tessvrt gdal-config` that every GDAL reader 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,34 @@ def gdalrc(s3, tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def manifest_path(bucket_root: Path, dataset: str = "v1") -> Path:
+    """The sample bucket's manifest of one dataset, at its real key."""
+    return bucket_root / "tessera" / "tessera" / "npy" / dataset / "manifest.parquet"
+
+
+@contextlib.contextmanager
+def replaced(s3, bucket_root: Path, uri: str, data: bytes):
+    """The object at uri holds data for the duration (keys are derived, so a damaged copy must sit at
+    the real key); the original is put back afterwards."""
+    original = (bucket_root / uri.split("/", 3)[3]).read_bytes()
+    s3.put(uri, data)
+    try:
+        yield
+    finally:
+        s3.put(uri, original)
+
+
+@contextlib.contextmanager
+def deleted(s3, bucket_root: Path, uri: str):
+    """The object at uri is gone from the bucket for the duration, then put back."""
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    s3.client.delete_object(Bucket=bucket, Key=key)
+    try:
+        yield
+    finally:
+        s3.put(uri, (bucket_root / key).read_bytes())
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

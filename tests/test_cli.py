@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import manifest_path, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,12 +58,15 @@ def test_bad_manifests(tmp_path, s3):
 
 
 def test_manifest_paths_outside_bucket_refused(tmp_path, s3, bucket_root):
-    df = pd.read_parquet(bucket_root / "v1" / "manifest.parquet")
+    """Keys come from (dataset, year, tile); a manifest row naming any other object refuses the tile."""
+    df = pd.read_parquet(manifest_path(bucket_root))
+    first = df.loc[df.index[0], "grid_path"]
     df.loc[df.index[0], "grid_path"] = "s3://someone-else/x.npy"
     df.loc[df.index[1], "grid_path"] = "/etc/passwd"
+    df.loc[df.index[2], "scales_path"] = first  # another tile's object in the right bucket
     m = tmp_path / "manifest.parquet"
     df.to_parquet(m)
-    for tile in ("4.05,88.25", "4.15,88.25"):
+    for tile in ("4.05,88.25", "4.15,88.25", "4.25,88.25"):
         p = run_cli("build", "--tile", tile, "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--manifest", str(m),
                     "--endpoint", s3.url, check=False)
         assert_clean_failure(p, tmp_path, "grid_4")
@@ -94,7 +97,7 @@ def test_missing_tiles_reported_not_fatal(tmp_path, s3):
 
 
 def test_versions_and_years_never_mixed(tmp_path, s3):
-    for args, tag in ((["--year", "2023"], "/2023/"), (["--year", "2024", "--dataset", "v1.1"], "v1.1/")):
+    for args, tag in ((["--year", "2023"], "/2023/"), (["--year", "2024", "--dataset", "v1.1"], "/v1.1-cam/")):
         out = tmp_path / "y.vrt"
         run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", *args, "-o", str(out), "--endpoint", s3.url)
         import json

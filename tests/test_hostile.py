@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import manifest_path, replaced, run_cli
 
 from tessvrt import npy
 
@@ -69,15 +69,13 @@ def test_damaged_tile_object_is_refused_before_writing(kind, block, s3, bucket_r
     original = (bucket_root / t[which].split("/", 3)[3]).read_bytes()
     bad = damage(original, t["height"], t["width"])
     assert bad != original and (kind == "truncated" or len(bad) == len(original))
-    uri = t[which].replace(".npy", f".{kind}.npy")
-    s3.put(uri, bad)
-    t[which] = uri
-    rec_path.write_text(json.dumps(rec))
-    p = run_cli("materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url, check=False)
-    assert_refused(p, needle, tmp_path)
-    assert t["name"] in p.stderr
-    p = run_cli("materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url, "--allow-missing", check=False)
-    assert_refused(p, needle, tmp_path)  # damaged is not missing: --allow-missing does not hide it
+    with replaced(s3, bucket_root, t[which], bad):
+        p = run_cli("materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url, check=False)
+        assert_refused(p, needle, tmp_path)
+        assert t["name"] in p.stderr
+        p = run_cli("materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url, "--allow-missing",
+                    check=False)
+        assert_refused(p, needle, tmp_path)  # damaged is not missing: --allow-missing does not hide it
 
 
 def _drop_band(text: str) -> str:
@@ -88,7 +86,7 @@ def _drop_band(text: str) -> str:
 VRT_EDITS = {
     "truncated_xml": (lambda s: s[: len(s) // 2], "not valid XML"),
     "not_vrt": (lambda s: "<GDAL_WMS/>", "not <VRTDataset>"),
-    "size": (lambda s: s.replace('rasterXSize="175"', 'rasterXSize="176"', 1), "the record says 175x3351"),
+    "size": (lambda s: s.replace('rasterXSize="175"', 'rasterXSize="176"', 1), "the record says 175x3350"),
     "geotransform": (lambda s: s.replace("503310.0, 10.0", "503320.0, 10.0", 1), "GeoTransform"),
     "band_dropped": (_drop_band, "127 bands"),
     "source_elsewhere": (lambda s: s.replace('<SourceFilename relativeToVRT="1">block.tessvrt/mosaic_32631.vrt',
@@ -108,7 +106,9 @@ RECORD_EDITS = {
     "width_text": (_tile_edit("width", "55"), "'width' is missing or not an integer"),
     "local_path": (_tile_edit("grid", "/etc/passwd"), "not an s3://bucket/key URI"),
     "other_bucket": (_tile_edit("scales", "s3://elsewhere/x_scales.npy"), "several buckets"),
-    "dotdot_key": (_tile_edit("grid", "s3://tessera-embeddings/../x.npy"), "unsafe key"),
+    "dotdot_key": (_tile_edit("grid", "s3://us-west-2.opendata.source.coop/../x.npy"), "unsafe key"),
+    "other_key": (_tile_edit("grid", "s3://us-west-2.opendata.source.coop/tessera/tessera/npy/v1/x.npy"), "are not"),
+    "old_grid": (lambda r: {k: v for k, v in r.items() if k != "pixel_grid"}, "rebuild it"),
     "scale_bands": (_tile_edit("scale_bands", 3), "scale_bands 3"),
     "duplicate": (lambda r: {**r, "tiles": r["tiles"] + r["tiles"][:1]}, "listed twice"),
     "no_tiles": (lambda r: {**r, "tiles": []}, "no tiles"),
@@ -129,7 +129,8 @@ def test_hand_edited_vrt_or_record_is_refused(edit, block, tmp_path):
     for cmd in (["materialise", str(vrt), str(tmp_path / "out.tif")], ["info", str(vrt)]):
         p = run_cli(*cmd, check=False)
         assert_refused(p, needle, tmp_path)
-        assert ("does not match its build record" if edit in VRT_EDITS else "is corrupt") in p.stderr
+        want = "does not match its build record" if edit in VRT_EDITS else "an older tessvrt" if edit == "old_grid" else "is corrupt"
+        assert want in p.stderr
 
 
 def test_unedited_copy_still_materialises(block, s3, tmp_path):
@@ -143,22 +144,22 @@ def test_unedited_copy_still_materialises(block, s3, tmp_path):
 def test_build_refuses_objects_whose_header_disagrees(s3, bucket_root, tmp_path):
     """The manifest's size is not the formula's, so build reads the header: a non-npy object or a
     header for another shape refuses the tile (build writes nothing)."""
-    df = pd.read_parquet(bucket_root / "v1" / "manifest.parquet")
-    i = df.index[(df.lon == 4.05) & (df.lat == 88.25) & (df.year == 2024) & (df.version == "1.0")][0]
-    original = (bucket_root / df.loc[i, "grid_path"].split("/", 3)[3]).read_bytes()
+    df = pd.read_parquet(manifest_path(bucket_root))
+    i = df.index[(df.lon == 4.05) & (df.lat == 88.25) & (df.year == 2024)][0]
+    uri = "s3://us-west-2.opendata.source.coop/" + df.loc[i, "grid_path"].removeprefix("s3://")
+    original = (bucket_root / uri.split("/", 3)[3]).read_bytes()
     cases = {
         "not_npy": (b"PK\x03\x04" + original[4:-4096], "not an .npy file"),
         "float_header": (npy.build_header("<f4", (1117, 55, 16)) + original[128:-4096], "is not an int8"),
         "short": (original[:-4096], "header says (1117, 55, 128) but the manifest size is"),
     }
-    for kind, (data, needle) in cases.items():
-        uri = df.loc[i, "grid_path"].replace(".npy", f".build_{kind}.npy")
-        s3.put(uri, data)
+    for data, needle in cases.values():
         bad = df.copy()
-        bad.loc[i, "grid_path"], bad.loc[i, "grid_size"] = uri, len(data)
+        bad.loc[i, "grid_size"] = len(data)
         bad.to_parquet(tmp_path / "manifest.parquet")
-        p = run_cli("build", *BBOX, "-o", str(tmp_path / "x.vrt"), "--manifest", str(tmp_path / "manifest.parquet"),
-                    "--endpoint", s3.url, check=False)
+        with replaced(s3, bucket_root, uri, data):
+            p = run_cli("build", *BBOX, "-o", str(tmp_path / "x.vrt"), "--manifest", str(tmp_path / "manifest.parquet"),
+                        "--endpoint", s3.url, check=False)
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert needle in p.stderr and "grid_4.05_88.25" in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert sorted(os.listdir(tmp_path)) == ["manifest.parquet"]
@@ -171,7 +172,7 @@ def test_build_refuses_objects_whose_header_disagrees(s3, bucket_root, tmp_path)
     (lambda df: pd.concat([df, df.iloc[:1]]), "twice"),
 ])
 def test_manifest_wrong_types_and_duplicates_refused(change, needle, s3, bucket_root, tmp_path):
-    df = pd.read_parquet(bucket_root / "v1" / "manifest.parquet")
+    df = pd.read_parquet(manifest_path(bucket_root))
     change(df).to_parquet(tmp_path / "manifest.parquet")
     p = run_cli("build", "--tile", f"{df.lon.iloc[0]},{df.lat.iloc[0]}", "--year", str(df.year.iloc[0]),
                 "-o", str(tmp_path / "x.vrt"), "--manifest", str(tmp_path / "manifest.parquet"), "--endpoint", s3.url,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_same, run_cli
+from conftest import assert_same, deleted, run_cli
 from reference import expected, load_record
 
 from tessvrt.cogcheck import cog_validate
@@ -148,37 +148,28 @@ def test_bad_inputs(vrts, tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["plain.vrt"]
 
 
-def vrt_with_gone_tile(vrts, tmp_path):
-    """A copy of the block VRT whose record points one tile at an object that does not exist."""
-    import shutil
-
-    folder = tmp_path / "v"
-    folder.mkdir()
-    vrt = folder / "block.vrt"
-    shutil.copy(vrts["block"], vrt)
-    shutil.copytree(vrts["block"].with_name("block.tessvrt"), folder / "block.tessvrt")
-    rec_path = folder / "block.tessvrt" / "tessvrt.json"
-    rec = json.loads(rec_path.read_text())
-    victim = rec["tiles"][4]
-    rec["tiles"][4] = {**victim, "grid": victim["grid"] + ".gone"}
-    rec_path.write_text(json.dumps(rec))
-    return vrt, victim["name"]
+def gone_tile(vrts) -> tuple[str, str]:
+    """A tile of the block VRT (name, embeddings object) to delete from the bucket during a test."""
+    victim = load_record(vrts["block"])["tiles"][4]
+    return victim["name"], victim["grid"]
 
 
-def test_missing_tile_object_names_the_tile(vrts, tmp_path):
+def test_missing_tile_object_names_the_tile(vrts, s3, bucket_root, tmp_path):
     """A tile object deleted from the bucket after build: 404 named, no output."""
-    vrt, victim = vrt_with_gone_tile(vrts, tmp_path)
+    victim, uri = gone_tile(vrts)
     out = tmp_path / "x.tif"
-    p = run_cli("materialise", str(vrt), str(out), "--bands", "1", check=False)
+    with deleted(s3, bucket_root, uri):
+        p = run_cli("materialise", str(vrts["block"]), str(out), "--bands", "1", check=False)
     assert p.returncode == 1 and victim in p.stderr and "404" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert not out.exists() and not list(tmp_path.glob(".x.tif*"))
 
 
-def test_allow_missing_writes_nan_and_lists_the_tile(vrts, bucket_root, tmp_path):
-    vrt, victim = vrt_with_gone_tile(vrts, tmp_path)
+def test_allow_missing_writes_nan_and_lists_the_tile(vrts, s3, bucket_root, tmp_path):
+    victim, uri = gone_tile(vrts)
     out = tmp_path / "x.tif"
-    p = run_cli("materialise", str(vrt), str(out), "--bands", "1,64", "--allow-missing", "--json")
+    with deleted(s3, bucket_root, uri):
+        p = run_cli("materialise", str(vrts["block"]), str(out), "--bands", "1,64", "--allow-missing", "--json")
     assert json.loads(p.stdout)["missing"] == [victim] and victim in p.stderr
     rec = load_record(vrts["block"])
     zone = rec["zones"][0]

@@ -28,24 +28,28 @@ import numpy as np
 import pandas as pd
 
 from tessvrt import build
+from tessvrt.datasets import DATASETS
 from tessvrt.grid import Tile, owner_cells, tile_grids
 from tessvrt.manifest import cache_dir
+from tessvrt.testing import LIVE
 
 LON0, LON1 = 0.0, 6.0  # one UTM zone, 60 tiles wide
 LAT0 = 40.0
+V1 = DATASETS[0]
 
 
 def synthetic_manifest() -> Path:
-    path = cache_dir() / "bench" / "manifest_10k.parquet"
+    path = cache_dir() / "bench" / "manifest_10k_live.parquet"
     if path.is_file():
         return path
     tiles = [Tile(i * 10 + 5, j * 10 + 5) for j in range(400, 400 + 167) for i in range(0, 60)]
     grids = tile_grids(tiles)
     rows = []
     for t, g in zip(tiles, grids, strict=True):
-        key = f"v1/global_0.1_degree_representation/2024/{t.name}/{t.name}"
+        gkey, skey = LIVE.tile_keys(V1, 2024, t)  # named through the gateway's bucket, as published manifests may
         rows.append({"version": "1.0", "variant": "vultr", "year": 2024, "lon": t.lon, "lat": t.lat,
-                     "grid_path": f"s3://tessera-embeddings/{key}.npy", "scales_path": f"s3://tessera-embeddings/{key}_scales.npy",
+                     "grid_path": f"s3://tessera/{gkey.removeprefix('tessera/')}",
+                     "scales_path": f"s3://tessera/{skey.removeprefix('tessera/')}",
                      "grid_size": 128 + g.width * g.height * 128, "scales_size": 128 + g.width * g.height * 4})
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(path)

@@ -50,7 +50,7 @@ def serve(root: Path) -> tuple[subprocess.Popen, str]:
         try:
             import urllib.request
 
-            urllib.request.urlopen(url + "/" + root.name + "/v1/manifest.parquet", timeout=1).read(1)
+            urllib.request.urlopen(url + "/" + root.name + "/tessera/tessera/npy/v1/manifest.parquet", timeout=1).read(1)
             return p, url
         except OSError:
             time.sleep(0.1)

@@ -100,7 +100,7 @@ def main() -> None:
             out = tmp / "out"
             out.mkdir()
             build(out / "block.vrt", year=2024, tiles=tiles, endpoint=proxy.url,
-                  manifest=f"s3://{root.name}/v1/manifest.parquet")
+                  manifest=f"s3://{root.name}/tessera/tessera/npy/v1/manifest.parquet")
             rec = json.loads((out / "block.tessvrt" / "tessvrt.json").read_text())
             mw = rec["main"]["window"]
             main = Window(rec["main"]["epsg"], mw["col0"], mw["row0"], mw["width"], mw["height"])

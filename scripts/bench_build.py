@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from tessvrt import build
-from tessvrt.datasets import DATASETS
 from tessvrt.grid import Tile, owner_cells, tile_grids
-from tessvrt.manifest import cache_dir
+from tessvrt.source.datasets import DATASETS
+from tessvrt.source.manifest import cache_dir
 from tessvrt.testing import LIVE
 
 LON0, LON1 = 0.0, 6.0  # one UTM zone, 60 tiles wide

@@ -31,9 +31,9 @@ import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
 
+from tessvrt.cog.profiles import DEFAULT_LEVEL, cog_options, overview_factors
 from tessvrt.grid import Tile
-from tessvrt.profiles import DEFAULT_LEVEL, cog_options, overview_factors
-from tessvrt.s3 import Endpoint, S3Location, client, fetch_range
+from tessvrt.source.s3 import Endpoint, S3Location, client, fetch_range
 from tessvrt.testing import SampleTile, build_sample, free_port
 
 TILES = [SampleTile(Tile.at(lon, lat)) for lat in (51.55, 51.45) for lon in (0.05, 0.15, 0.25)]

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, datasets, npy, vrt
-from .datasets import DEFAULT_DATASET, Mirror, npy_dataset
+from . import __version__, vrt
 from .errors import TessvrtError, check_output_folder
 from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
-from .manifest import ManifestSource, Selection, read_manifest, select
 from .record import PIXEL_GRID, RECORD, SIDECAR_SUFFIX
-from .s3 import Endpoint, S3Location, get_range
+from .source import datasets, npy
+from .source.datasets import DEFAULT_DATASET, Mirror, npy_dataset
+from .source.manifest import ManifestSource, Selection, read_manifest, select
+from .source.s3 import Endpoint, S3Location, get_range
 
 
 @dataclass(frozen=True)

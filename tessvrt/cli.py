@@ -152,7 +152,7 @@ def info(
 @app.command()
 def datasets(as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
     """The TESSERA datasets upstream publishes, in which formats, and which tessvrt reads."""
-    from .datasets import table
+    from .source.datasets import table
 
     rows = table()
     if as_json:

@@ -13,9 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .datasets import Mirror, mirror
 from .errors import TessvrtError
-from .s3 import Endpoint
+from .source.datasets import Mirror, mirror
+from .source.s3 import Endpoint
 
 ALLOWED_SOURCE = "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE"
 

@@ -5,7 +5,7 @@ Pixels never pass through GDAL's VRT pixel functions (slow, SPEC.md). The build 
 this module fetches the tile rows each output strip needs with ranged GETs in parallel,
 dequantises in numpy with the same pixel rule as the VRT (owner tile, nearest source
 pixel, NaN for invalid scales), and writes whole compressed tiles (GDAL, both cores) as it
-goes, picking overview pixels on the way (stage.Overviews). coglayout then puts the COG
+goes, picking overview pixels on the way (cog.stage.Overviews). cog.layout then puts the COG
 together by copying compressed tiles: every pixel is compressed exactly once. The zone is
 walked in chunks of one block row by a few block columns, so memory is bounded by the chunk
 (MEMORY_BUDGET), never by the region.
@@ -25,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, npy, scales
-from .coglayout import assemble, read_image
+from . import __version__, scales
+from .cog.layout import assemble, read_image
+from .cog.profiles import CogProfile
+from .cog.stage import Overviews
 from .errors import MissingObject, TessvrtError, check_output_folder
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
-from .profiles import CogProfile
 from .record import read_record
-from .s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
-from .stage import Overviews
+from .source import npy
+from .source.s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
 from .vrt import BANDS
 
 TMP_MARK = ".tessvrt-tmp"

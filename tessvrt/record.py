@@ -11,10 +11,10 @@ import json
 import math
 from pathlib import Path
 
-from .datasets import DATASETS, MIRRORS
 from .errors import TessvrtError
 from .grid import PIXEL, Tile, Window
-from .s3 import S3Location
+from .source.datasets import DATASETS, MIRRORS
+from .source.s3 import S3Location
 from .vrt import BANDS
 
 SIDECAR_SUFFIX = ".tessvrt"

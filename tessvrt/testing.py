@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import npy
-from .datasets import DATASETS, MIRRORS, Mirror
 from .grid import Tile, tile_grids
+from .source import npy
+from .source.datasets import DATASETS, MIRRORS, Mirror
 
 LIVE = MIRRORS["source-coop"]
 GATEWAY_ROOT = "tessera/tessera/"  # bucket/prefix the sample manifests name (the gateway's, as published)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import manifest_path, replaced, run_cli
 
-from tessvrt import npy
+from tessvrt.source import npy
 
 BBOX = ["--bbox", "4.0,88.0,4.3,88.3", "--year", "2024"]
 

@@ -15,8 +15,8 @@ import rasterio
 from conftest import assert_same, deleted, run_cli
 from reference import expected, load_record
 
-from tessvrt.cogcheck import cog_validate
-from tessvrt.profiles import overview_factors
+from tessvrt.cog.check import cog_validate
+from tessvrt.cog.profiles import overview_factors
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from conftest import assert_same, gdal_read, interpreters, run_cli
 from reference import expected, load_record
 from test_cli import assert_clean_failure
 
-from tessvrt.datasets import MIRRORS
 from tessvrt.gdalconfig import gdal_config
 from tessvrt.grid import Tile
+from tessvrt.source.datasets import MIRRORS
 from tessvrt.testing import FileServer, SampleTile, build_sample
 
 BANDS = [1, 64, 128]

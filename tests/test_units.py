@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from tessvrt import npy
 from tessvrt.gdalconfig import READ_AHEAD, gdal_config
 from tessvrt.grid import Tile, owner_cells, ownerships, tile_grids
+from tessvrt.source import npy
 
 
 def test_published_tile_geometry():
@@ -51,8 +51,8 @@ def test_valid_scales_follow_upstream():
 
 
 def test_datasets_and_layouts():
-    from tessvrt import datasets
     from tessvrt.errors import TessvrtError
+    from tessvrt.source import datasets
 
     assert datasets.npy_dataset("v1").dataset.variant == "vultr" and datasets.npy_dataset("v1").note is None
     c = datasets.npy_dataset("v1.1")
@@ -196,11 +196,11 @@ def test_gdal_config_keeps_file_properties(tmp_path, monkeypatch):
 
 
 def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
-    from tessvrt import manifest
-    from tessvrt.s3 import Endpoint
+    from tessvrt.source import manifest
+    from tessvrt.source.s3 import Endpoint
 
     monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path))
-    from tessvrt import datasets
+    from tessvrt.source import datasets
 
     ep = Endpoint.parse(s3.url)
     src = manifest.ManifestSource.resolve(None, datasets.npy_dataset("v1").dataset, datasets.mirror(None), ep)
@@ -223,7 +223,7 @@ def test_manifest_cached_and_revalidated(s3, tmp_path, monkeypatch):
 def test_whole_object_check_catches_md5_and_length():
     import hashlib
 
-    from tessvrt.s3 import check_whole_object
+    from tessvrt.source.s3 import check_whole_object
 
     body = b"manifest bytes"
     md5 = hashlib.md5(body).hexdigest()
@@ -243,8 +243,8 @@ def test_cog_assembly_copies_tiles_exactly(tmp_path, monkeypatch, in_place, bigt
     """coglayout puts GDAL-compressed tiles into COG order; GDAL reads back every pixel and level."""
     import rasterio
 
-    from tessvrt import coglayout
-    from tessvrt.cogcheck import cog_validate
+    from tessvrt.cog import layout as coglayout
+    from tessvrt.cog.check import cog_validate
 
     if not in_place:
         monkeypatch.setattr(coglayout, "_insert_head", lambda path, length: False)
@@ -281,7 +281,7 @@ def test_one_s3_client_under_parallel_first_use():
     """Parallel first requests share one botocore client (each used to build its own: ~2 s)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tessvrt import s3
+    from tessvrt.source import s3
 
     ep = s3.Endpoint.parse("http://127.0.0.1:9")
     s3._new_client.cache_clear()

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import MissingObject, TessvrtError
 from .datasets import Dataset, Mirror
-from .errors import MissingObject, TessvrtError
 from .s3 import Endpoint, S3Location, check_whole_object, get_checked
 
 # geotessera itself needs only lat, lon, year and grid_size; the others are used when present

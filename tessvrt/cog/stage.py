@@ -2,7 +2,7 @@
 
 A COG holds its overviews before its full-resolution tiles, and an overview needs rows from
 the whole zone. materialise compresses full-resolution tiles once as they are made (see
-coglayout); the overview pixels, nearest-neighbour picks, go to one small uncompressed
+cog.layout); the overview pixels, nearest-neighbour picks, go to one small uncompressed
 striped GeoTIFF per level and are compressed once at the end. GDAL's own BuildOverviews was
 measured at about 1 GB of memory on a 2,168-pixel-wide, 128-band zone (all bands at once).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import Window
+from ..grid import Window
 from .profiles import stage_options
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlparse
 
-from .errors import MissingObject, TessvrtError
+from ..errors import MissingObject, TessvrtError
 
 DEFAULT_REGION = "us-west-2"
 

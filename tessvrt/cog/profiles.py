@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import TessvrtError
+from ..errors import TessvrtError
 
 COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
 
@@ -20,7 +20,7 @@ def cog_options(compress: str, level: int | None, blocksize: int) -> dict[str, s
 
     Tiled and band-interleaved: a reader of 3 of the 128 bands decompresses 3 blocks, not one
     128-band block. (GDAL's COG driver only writes pixel interleave before 3.11 and regenerated
-    overviews on such blocks for minutes on 300 MB, measured; coglayout lays the COG out instead.)
+    overviews on such blocks for minutes on 300 MB, measured; cog.layout lays the COG out instead.)
     """
     opts = {
         "TILED": "YES",

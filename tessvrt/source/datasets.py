@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import TessvrtError
-from .grid import Tile
+from ..errors import TessvrtError
+from ..grid import Tile
 
 
 @dataclass(frozen=True)

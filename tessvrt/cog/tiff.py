@@ -1,4 +1,4 @@
-"""Reading TIFF directories (IFDs): what cog_validate checks and what coglayout copies."""
+"""Reading TIFF directories (IFDs): what cog_validate checks and what cog.layout copies."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def main() -> None:
               f"build / floor: {per_k[-1] / floor:.2f}")
         os.sync()
         t0 = time.perf_counter()
-        build(res.vrt, bbox=bbox, year=2024, manifest=str(manifest))
+        build(res.vrt, bbox=bbox, year=2024, manifest=str(manifest), overwrite=True)
         rebuild = (time.perf_counter() - t0) / len(res.tiles) * 1000
         print(f"rebuild over the last output (old sidecar deleted): {rebuild:.3f} s/1000 tiles")
         # baseline: per-pixel ownership for a few tiles, extrapolated per 1,000 tiles

@@ -15,21 +15,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="TESSERA embeddings as GDAL VRTs and Cloud-Optimized GeoTIFFs.")
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str, code: int = 1) -> None:
     typer.echo(f"tessvrt: error: {msg}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _handle_signals() -> None:
+    """SIGTERM and SIGHUP (a closed terminal) take the Ctrl-C path, which removes temporaries."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+
 @app.command()
 def build(
     output: Path = typer.Option(..., "-o", "--output", help="VRT to write, e.g. london.vrt"),
     year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
-    bbox: str | None = typer.Option(None, help="W,S,E,N in degrees"),
-    tile: list[str] | None = typer.Option(None, help="LON,LAT of a tile centre (repeatable)"),
+    bbox: str | None = typer.Option(None, help="W,S,E,N in degrees, longitude first (--bbox or --tile is required)"),
+    tile: list[str] | None = typer.Option(None, help="LON,LAT of a tile centre, repeatable (--bbox or --tile is required)"),
     dataset: str = typer.Option("v1", help="npy dataset: v1, v1.1-cam, v2-2B-L~beta2, ... (tessvrt datasets lists them)"),
     source: str = typer.Option("source-coop", help="Bucket layout: source-coop (Source Cooperative on AWS), "
                                "gateway (https://data.source.coop) or legacy (old tessera-embeddings mirrors)"),
@@ -37,29 +43,43 @@ def build(
     endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
     vsi: str = typer.Option("s3", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
     crs: str | None = typer.Option(None, help="UTM EPSG code of the main VRT when zones differ"),
+    overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
 ) -> None:
-    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel."""
+    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
     from .build import build as run
+    from .doctor import config_hint
 
+    _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
     try:
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
-                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs)
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite)
     except TessvrtError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was written (run the same command again)", 130)
     for note in res.notes:
         typer.echo(f"tessvrt: {note}", err=True)
-    if res.missing:
-        typer.echo(f"tessvrt: {len(res.missing)} tile(s) not in the manifest: {', '.join(res.missing)}", err=True)
-    typer.echo(f"wrote {res.vrt} ({len(res.tiles)} tiles)")
+    if res.missing_count:
+        more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
+        typer.echo(f"tessvrt: {res.missing_count:,} tile(s) not in the manifest: "
+                   f"{', '.join(res.missing)}{more}", err=True)
+    typer.echo(f"wrote {res.vrt} ({len(res.tiles)} tile{'' if len(res.tiles) == 1 else 's'})")
     for epsg, p in res.zone_vrts.items():
         if p != res.vrt:
             typer.echo(f"wrote {p} (EPSG:{epsg})")
+    hint = config_hint(endpoint, source, vsi)  # GDAL tools would fail with ERROR 4 and no pointer to gdal-config
+    if hint:
+        typer.echo(f"tessvrt: {hint}", err=True)
 
 
 @app.command()
 def materialise(
-    vrt: Path = typer.Argument(..., help="A VRT written by tessvrt build"),
-    output: Path = typer.Argument(..., help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
+    vrt: Path = typer.Argument(..., help="A VRT written by tessvrt build (omit it with --dataset/--bbox/--year)"),
+    output: Path | None = typer.Argument(None, help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
+    dataset: str | None = typer.Option(None, help="Without a VRT: the dataset whose Zarr store to read, e.g. v1.1-dclimate"),
+    bbox: str | None = typer.Option(None, help="Without a VRT: W,S,E,N in degrees"),
+    year: int | None = typer.Option(None, help="Without a VRT: embedding year, e.g. 2024"),
+    source: str | None = typer.Option(None, help="Without a VRT: bucket layout, source-coop (default) or gateway"),
     bands: str | None = typer.Option(None, help="Bands to write, in order, e.g. 1,2,3 or 1-16 (default all 128)"),
     compress: str = typer.Option("zstd", help="zstd, deflate, lzw, lerc or none"),
     level: int | None = typer.Option(None, help="Compression level (zstd, deflate)"),
@@ -71,31 +91,66 @@ def materialise(
     as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
     allow_missing: bool = typer.Option(False, help="Write NaN for tile objects that are gone (404/403) instead of failing"),
 ) -> None:
-    """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly."""
+    """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly.
+
+    From a VRT (tessvrt build): materialise london.vrt out.tif. From a dataset's Zarr store, no VRT:
+    materialise out.tif --dataset v1.1-dclimate --bbox -0.2,51.4,0.1,51.6 --year 2024.
+    """
     from .materialise import materialise as run
     from .materialise import progress_printer
 
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up temporaries as on Ctrl-C
+    _handle_signals()
     try:
-        res = run(vrt, output, bands=bands, compress=compress, level=level, blocksize=blocksize, overviews=overviews,
-                  overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer(),
-                  allow_missing=allow_missing)
+        res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, bands=bands, compress=compress,
+                  level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
+                  progress=None if quiet else progress_printer(), allow_missing=allow_missing)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted; no output was written (run the same command again to restart)")
+        _fail("interrupted; no output was written (run the same command again to restart)", 130)
     if res.missing:
         typer.echo(f"tiles gone from the bucket, written as NaN: {', '.join(res.missing)}", err=True)
     if as_json:
-        typer.echo(json.dumps({"files": [str(p) for p in res.files], "bytes": res.bytes_written, "seconds": res.seconds,
-                               "remote_bytes": res.remote_bytes, "mb_per_s": res.mb_per_s,
-                               "missing": res.missing}))
+        typer.echo(json.dumps({"files": [str(p) for p in res.files], "bytes": res.bytes_written, "seconds": round(res.seconds, 2),
+                               "remote_bytes": res.remote_bytes, "mb_per_s": round(res.mb_per_s, 1),
+                               "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside}))
         return
     for p in res.files:
         typer.echo(f"wrote {p}")
+    if res.not_computed or res.outside:
+        typer.echo(f"{res.not_computed:,} pixel(s) of the region not computed yet by upstream and {res.outside:,} beyond "
+                   "the store's zone grids: written as NaN", err=True)
     if not quiet:
         typer.echo(f"{len(res.files)} file(s), {res.bytes_written / 1e6:,.1f} MB in {res.seconds:.1f} s "
                    f"({res.mb_per_s:,.1f} MB/s of float32, {res.remote_bytes / 1e6:,.1f} MB fetched)", err=True)
+
+
+@app.command()
+def sample(
+    points: list[str] | None = typer.Argument(None, help="LON,LAT points (or --points FILE)"),
+    dataset: str = typer.Option(..., help="Dataset: a Zarr store (v1.1-dclimate, v1, ...) or npy dataset (--format npy)"),
+    year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
+    points_file: Path | None = typer.Option(None, "--points", help="CSV (lon,lat columns) or GeoJSON of points"),
+    bands: str | None = typer.Option(None, help="Bands, e.g. 1,2,3 or 1-16 (default all 128)"),
+    fmt: str | None = typer.Option(None, "--format", help="zarr (default when the dataset has a store) or npy"),
+    source: str | None = typer.Option(None, help="Bucket layout: source-coop (default), gateway or legacy (npy)"),
+    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
+    manifest: str | None = typer.Option(None, help="npy: manifest path or URL instead of the dataset's own"),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of CSV"),
+) -> None:
+    """The dequantised values at points, with a status: valid, water, nodata (not computed yet), invalid, outside."""
+    from .materialise import parse_bands
+    from .sample import read_points, to_csv, to_rows
+    from .sample import sample as run
+
+    try:
+        pts = list(points or []) + (read_points(points_file) if points_file else [])
+        band_list = parse_bands(bands)
+        res = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint, manifest=manifest)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    rows = to_rows(res, band_list)
+    typer.echo(json.dumps(rows) if as_json else to_csv(rows), nl=as_json)
 
 
 @app.command("gdal-config")
@@ -110,8 +165,10 @@ def gdal_config(
     Writes ~/.gdal/gdalrc (or $GDAL_CONFIG_FILE): anonymous path-style access to the bucket, and
     GDAL >= 3.12's raw-band allow-list limited to its npy prefix (added to any list already there).
 
-    Also adds /vsicurl read-ahead (256 KB chunks, up to 1 GB cache) unless the file already sets it.
+    Also sets /vsicurl read-ahead (256 KB chunks, up to 1 GB cache), keeping values already there only
+    when they are at least as large (and saying so when it raises one). `tessvrt doctor` checks the result.
     """
+    from .gdalconfig import NOTE
     from .gdalconfig import gdal_config as run
 
     try:
@@ -122,6 +179,33 @@ def gdal_config(
         sys.stdout.write(text)
     else:
         typer.echo(f"wrote {path}")
+        for line in text.splitlines():
+            if line.startswith(NOTE):
+                typer.echo(f"tessvrt: {line[len(NOTE):]}", err=True)
+
+
+@app.command()
+def doctor(
+    endpoint: str | None = typer.Option(None, help="S3 endpoint URL, as given to gdal-config and build"),
+    source: str = typer.Option("source-coop", help="Bucket layout, as for gdal-config: source-coop, gateway or legacy"),
+) -> None:
+    """Check that rasterio's GDAL, gdalinfo and QGIS find gdal-config's settings and can read the source.
+
+    Prints what is missing and the command that fixes it; exits 1 when something is missing.
+    """
+    from .doctor import doctor as run
+
+    try:
+        rep = run(endpoint=endpoint, source=source)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    typer.echo(f"checking {rep.source}")
+    for c in rep.checks:
+        typer.echo(f"{'ok' if c.ok else 'FAIL':<5} {c.what}: {c.detail}")
+    for fix in rep.fixes:
+        typer.echo(f"fix:  {fix}")
+    if not rep.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -163,6 +247,25 @@ def datasets(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
         typer.echo(f"{r['name']:<15} {r['version']:<8} {r['variant']:<12} {r['npy'] or '-':<15} {r['zarr'] or '-':<15} "
                    f"{r['tessvrt']}")
         typer.echo(f"{'':<15} {r['about']}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        import platform
+
+        import rasterio
+
+        from . import __version__
+
+        typer.echo(f"tessvrt {__version__} (Python {platform.python_version()}, rasterio {rasterio.__version__}, "
+                   f"GDAL {rasterio.__gdal_version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version (and rasterio's GDAL) and exit")) -> None:
+    pass
 
 
 def main() -> None:

@@ -24,3 +24,16 @@ def check_output_folder(folder: Path, option: str) -> None:
         raise TessvrtError(f"output folder {folder} does not exist; create it or choose another {option}")
     if not os.access(folder, os.W_OK):
         raise TessvrtError(f"output folder {folder} is not writable; choose another {option}")
+
+
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
+
+
+def check_name(target: Path, longest: int, option: str) -> None:
+    """Refuse an output name that the files derived from it (temporaries, per-zone names) would make too long,
+    or that holds control characters (they would end up inside VRT XML)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in str(target)):
+        raise TessvrtError(f"output {str(target)!r} contains control characters; choose another {option}")
+    if longest > NAME_MAX:
+        raise TessvrtError(f"output name {target.name[:40]}... is too long ({len(target.name)} characters; "
+                           f"files made from it would exceed {NAME_MAX}); choose a shorter {option}")

@@ -54,13 +54,17 @@ def _merge_allowed(value: str | None, prefix: str) -> str:
     return ":".join(items if prefix in items else [*items, prefix])
 
 
+NOTE = "# tessvrt gdal-config: "  # comment lines saying what a run replaced (the CLI repeats them on stderr)
+
+
 def render(endpoint: Endpoint, m: Mirror, existing: str = "", read_ahead: bool = True) -> str:
     """The merged file text: our subsection replaced, our prefix added to the allow-list, the rest kept in order.
 
-    Read-ahead options are added only where the file does not set them already: a user's own
-    value wins, and a second run changes nothing.
+    Read-ahead options are added where the file does not set them; a user's own value is kept when it
+    is at least ours and otherwise replaced, with a NOTE line saying so (a small cache made a cross-zone
+    80x80 read take 573 s instead of 2.4 s). A second run changes nothing.
     """
-    lines = existing.splitlines()
+    lines = [ln for ln in existing.splitlines() if not ln.startswith(NOTE)]  # last run's notes
     sub = f"[.tessvrt_{m.bucket.replace('-', '_').replace('.', '_')}]"
     creds = [sub, *(f"{k}={v}" for k, v in credentials(endpoint, m.bucket).items())]
 
@@ -79,7 +83,7 @@ def render(endpoint: Endpoint, m: Mirror, existing: str = "", read_ahead: bool =
     # take the allow-list out of [configoptions] (it goes back merged), note which keys are set
     section = None
     out = []
-    present: set[str] = set()
+    present: dict[str, str] = {}
     allowed: str | None = None
     for ln in lines:
         if is_header(ln):
@@ -89,13 +93,20 @@ def render(endpoint: Endpoint, m: Mirror, existing: str = "", read_ahead: bool =
             if key == ALLOWED_SOURCE:
                 allowed = ln.split("=", 1)[1]
                 continue
-            present.add(key)
+            present[key] = ln.split("=", 1)[1].strip()
+            if read_ahead and key in READ_AHEAD and not _at_least(present[key], READ_AHEAD[key]):
+                continue  # too small: replaced below
         out.append(ln)
     lines = out
     opts = {ALLOWED_SOURCE: _merge_allowed(allowed, allowed_prefix(m))}
+    notes: list[str] = []
     if read_ahead:
-        opts.update((k, v) for k, v in READ_AHEAD.items() if k not in present)
-    ours = [f"{k}={v}" for k, v in opts.items()]
+        for k, v in READ_AHEAD.items():
+            if k in present and not _at_least(present[k], v):
+                notes.append(f"{NOTE}{k} was {present[k]}, less than tessvrt's VRT reads need: raised to {v}")
+            if k not in present or not _at_least(present[k], v):
+                opts[k] = v
+    ours = [*notes, *(f"{k}={v}" for k, v in opts.items())]
     if "[configoptions]" in (s.strip() for s in lines):
         i = [s.strip() for s in lines].index("[configoptions]")
         lines[i + 1 : i + 1] = ours
@@ -115,6 +126,13 @@ def render(endpoint: Endpoint, m: Mirror, existing: str = "", read_ahead: bool =
             continue
         text.append(ln)
     return "\n".join(text).strip("\n") + "\n"
+
+
+def _at_least(value: str, ours: str) -> bool:
+    try:
+        return int(value) >= int(ours)
+    except ValueError:
+        return False  # GDAL would not read it as a size either
 
 
 def gdal_config(

@@ -270,7 +270,8 @@ def _trace(tiles: list[Tile], windows: list[Window]) -> list[Ownership]:
     cells = np.array([tl.cell for tl in tiles])  # (n, 2): floor(10 lon), floor(10 lat)
     # meridians (lon fixed, lat varies) and parallels (lat fixed, lon varies), both sides
     mer_lon = np.stack([bnd[:, 0], bnd[:, 2]], 1)[:, :, None].repeat(_EDGE_SAMPLES, 2)
-    mer_lat = (bnd[:, 1:2] + 0.1 * t[None, :])[:, None, :].repeat(2, 1)
+    # (clipped at the poles: a cell touching +-90 would otherwise sample latitudes that do not exist)
+    mer_lat = np.clip(bnd[:, 1:2] + 0.1 * t[None, :], -90.0, 90.0)[:, None, :].repeat(2, 1)
     par_lat = np.stack([bnd[:, 1], bnd[:, 3]], 1)[:, :, None].repeat(_EDGE_SAMPLES, 2)
     par_lon = (bnd[:, 0:1] + 0.1 * t[None, :])[:, None, :].repeat(2, 1)
     mx, my = (np.asarray(a) for a in fwd.transform(mer_lon, mer_lat))

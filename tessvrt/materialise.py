@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,14 +30,14 @@ from . import __version__, scales
 from .cog.layout import assemble, read_image
 from .cog.profiles import CogProfile
 from .cog.stage import Overviews
-from .errors import MissingObject, TessvrtError, check_output_folder
+from .errors import MissingObject, TessvrtError, check_name, check_output_folder
 from .grid import Ownership, Tile, TileGrid, Window, ownerships
+from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import read_record
 from .source import npy
 from .source.s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
 from .vrt import BANDS
 
-TMP_MARK = ".tessvrt-tmp"
 # bytes the float32 buffer of one chunk (blocksize rows x some block columns x bands) may use
 MEMORY_BUDGET = 384 * 2**20
 
@@ -74,6 +75,9 @@ class MaterialiseResult:
     tiles: list[str] = field(default_factory=list)
     output_float32_bytes: int = 0
     missing: list[str] = field(default_factory=list)  # tiles whose objects were gone (--allow-missing)
+    not_computed: int = 0  # Zarr: region pixels the store has not computed yet (+inf scales), written as NaN
+    outside: int = 0  # Zarr: region pixels beyond the store's zone grids, written as NaN
+    requests: int = 0  # Zarr: GETs made (metadata, shard indexes, coalesced chunk ranges)
 
     @property
     def mb_per_s(self) -> float:
@@ -90,11 +94,11 @@ def parse_bands(text: str | None) -> list[int]:
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
             raise TessvrtError(f"--bands {text!r}: {part.strip()!r} is not a band number or range; write e.g. 1,2,3 or 1-16")
-        lo = int(m.group(1))
-        out.extend(range(lo, int(m.group(2) or lo) + 1))
-    bad = [b for b in out if not 1 <= b <= BANDS]
-    if bad:
-        raise TessvrtError(f"--bands {text!r}: band {bad[0]} is out of range; bands are 1 to {BANDS}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        for v in (lo, hi):  # checked before a range is expanded: 1-1000000000 must not fill memory
+            if not 1 <= v <= BANDS:
+                raise TessvrtError(f"--bands {text!r}: band {v} is out of range; bands are 1 to {BANDS}")
+        out.extend(range(lo, hi + 1))
     return out
 
 
@@ -107,8 +111,12 @@ def output_paths(output: Path, labels: list[str]) -> list[Path]:
 
 def materialise(
     vrt_path: str | os.PathLike,
-    output: str | os.PathLike,
+    output: str | os.PathLike | None = None,
     *,
+    dataset: str | None = None,
+    bbox: str | tuple[float, float, float, float] | None = None,
+    year: int | None = None,
+    source: str | None = None,
     bands: list[int] | str | None = None,
     compress: str = "zstd",
     level: int | None = None,
@@ -120,54 +128,125 @@ def materialise(
     workers: int = 8,
     allow_missing: bool = False,
 ) -> MaterialiseResult:
-    """Write the VRT's embeddings as float32 COGs, one per UTM zone; returns what was written."""
+    """Write the VRT's embeddings as float32 COGs, one per UTM zone; returns what was written.
+
+    Without a VRT, `materialise("out.tif", dataset="v1.1-dclimate", bbox="W,S,E,N", year=2024)` writes the
+    region from the dataset's Zarr store (upstream's main format; zarrstore): the same outputs, no build.
+    """
     t0 = time.perf_counter()
+    if output is None or dataset is not None or bbox is not None or year is not None:
+        return _from_zarr(vrt_path if output is None else None, output, dataset, bbox, year, source, endpoint,
+                          bands, CogProfile(compress, level, blocksize, overviews), overwrite, progress, workers, t0)
     rec = read_record(vrt_path)
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
     cog = CogProfile(compress, level, blocksize, overviews)
     out = Path(output)
+    zones = rec["zones"]
+    ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
+    src = _Source(ep, allow_missing)
+
+    def jobs() -> tuple[list[ZoneJob], int]:
+        plans = [(z, _zone_tiles(rec, z)) for z in zones]
+        remote = _check_headers(src, [t for _, ts in plans for t in ts], workers)
+        return [ZoneJob(z["label"], Window(**z["window"]), _NpyPixels(src, tiles, Window(**z["window"])),
+                        _metadata(rec, z, tiles)) for z, tiles in plans], remote
+
+    windows = [Window(**z["window"]) for z in zones]
+    targets, remote, total = _write_outputs(out, [z["label"] for z in zones], windows, jobs, band_list, cog, overwrite,
+                                            progress, workers)
+    size = sum(p.stat().st_size for p in targets)
+    return MaterialiseResult(targets, size, time.perf_counter() - t0, remote, [t["name"] for t in rec["tiles"]],
+                             output_float32_bytes=total, missing=sorted(src.missing))
+
+
+@dataclass
+class ZoneJob:
+    """One output file: its zone window, where its pixels come from and its GeoTIFF tags."""
+
+    label: str
+    window: Window
+    pixels: PixelSource
+    meta: dict[str, str]
+
+
+def _from_zarr(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, dataset: str | None,
+               bbox: str | tuple[float, float, float, float] | None, year: int | None, source: str | None,
+               endpoint: str | None, bands: list[int] | str | None, cog: CogProfile, overwrite: bool,
+               progress: Callable[[int, int], None] | None, workers: int, t0: float) -> MaterialiseResult:
+    """The VRT-less form: a lon/lat box of a dataset's Zarr store, every check done before writing."""
+    from .zarrstore import plan_region
+
+    if vrt_path is None:
+        raise TessvrtError("give either a VRT and an output, or an output with --dataset, --bbox and --year "
+                           "(a region of the dataset's Zarr store), not both")
+    if dataset is None or bbox is None or year is None:
+        raise TessvrtError("materialise without a VRT reads the dataset's Zarr store: give --dataset, --bbox W,S,E,N "
+                           "and --year (e.g. tessvrt materialise out.tif --dataset v1.1-dclimate --bbox "
+                           "-0.2,51.4,0.1,51.6 --year 2024)")
+    band_list = bands if isinstance(bands, list) else parse_bands(bands)
+    out = Path(vrt_path)
+    ts, plan = plan_region(dataset, bbox, year, source, endpoint)
+    try:
+        targets, _, total = _write_outputs(out, [j.label for j in plan], [j.window for j in plan],
+                                           lambda: (plan, 0), band_list, cog, overwrite, progress, workers)
+    finally:
+        for j in plan:
+            j.pixels.close()
+    size = sum(p.stat().st_size for p in targets)
+    return MaterialiseResult(targets, size, time.perf_counter() - t0, ts.store.traffic.bytes, [],
+                             output_float32_bytes=total,
+                             not_computed=sum(j.pixels.counts.not_computed for j in plan),
+                             outside=sum(j.pixels.counts.outside for j in plan), requests=ts.store.traffic.requests)
+
+
+def _write_outputs(out: Path, labels: list[str], windows: list[Window], jobs: Callable[[], tuple[list[ZoneJob], int]],
+                   band_list: list[int], cog: CogProfile, overwrite: bool, progress: Callable[[int, int], None] | None,
+                   workers: int) -> tuple[list[Path], int, int]:
+    """Every zone's COG or none: output checks, the lock, temporaries, the zone writer, publishing.
+
+    jobs() runs under the lock, after the up-front checks, and returns the zones' jobs and the bytes
+    it read. Returns (files, remote bytes, float32 bytes).
+    """
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise TessvrtError(f"output {out} must end in .tif")
     parent = out.parent if str(out.parent) else Path(".")
     check_output_folder(parent, "output path")
-    zones = rec["zones"]
-    targets = output_paths(out, [z["label"] for z in zones])
-    if not overwrite:
-        exists = [p for p in targets if p.exists()]
-        if exists:
-            raise TessvrtError(f"{exists[0]} exists; pass --overwrite to replace it")
-    _clean_stale(parent, targets)
-    _check_space(parent, zones, len(band_list), compress)
-    ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
-
-    src = _Source(ep, allow_missing)
-    plans = [(z, _zone_tiles(rec, z)) for z in zones]
-    remote = _check_headers(src, [t for _, ts in plans for t in ts], workers)
-    total = sum(z["window"]["width"] * z["window"]["height"] for z, _ in plans) * len(band_list) * 4
-    meter = _Meter(total, progress)
-    written: list[Path] = []
-    try:
-        for (z, tiles), target in zip(plans, targets, strict=True):
-            win = Window(**z["window"])
-            meta = _metadata(rec, z, tiles)
-            try:
-                remote += _write_zone(target, win, tiles, band_list, src, cog, meta, meter, workers)
-            except TessvrtError:
-                raise
-            except Exception as exc:  # disk full, folder gone, GDAL write errors: say so in one line
-                if not _is_write_error(exc):
+    check_name(out, len(f".{out.stem}_utm00n{out.suffix}.{os.getpid()}.tessvrt-tmp.ov1024.z.tif"), "output path")
+    targets = output_paths(out, labels)
+    for p in targets:
+        if p.is_dir() or (p.exists() and not overwrite):
+            raise TessvrtError(f"{p} exists{' and is a folder' if p.is_dir() else ''}; "
+                               f"{'choose another output' if p.is_dir() else 'pass --overwrite to replace it'}")
+    with TargetLock(targets):
+        clean_stale(parent, targets)
+        _check_space(parent, [{"window": {"width": w.width, "height": w.height}} for w in windows], len(band_list),
+                     cog.compress)
+        plans, remote = jobs()
+        total = sum(w.width * w.height for w in windows) * len(band_list) * 4
+        meter = _Meter(total, progress)
+        done = [tmp_path(t, ".done.tif") for t in targets]
+        trash = tmp_path(out, ".old")
+        try:
+            for job, target in zip(plans, targets, strict=True):
+                win, meta = job.window, job.meta
+                try:
+                    remote += _write_zone(target, win, job.pixels, band_list, cog, meta, meter, workers)
+                except TessvrtError:
                     raise
-                raise TessvrtError(f"writing {target} failed ({str(exc).strip() or type(exc).__name__}); "
-                                   "nothing was written: check free space and permissions in "
-                                   f"{parent}, then run again") from None
-            written.append(target)
-    except BaseException:
-        for p in written:  # all zones or none: a half set of outputs is not a result
-            p.unlink(missing_ok=True)
-        raise
-    size = sum(p.stat().st_size for p in written)
-    return MaterialiseResult(written, size, time.perf_counter() - t0, remote, [t["name"] for t in rec["tiles"]],
-                             output_float32_bytes=total, missing=sorted(src.missing))
+                except Exception as exc:  # disk full, folder gone, GDAL write errors: say so in one line
+                    if not _is_write_error(exc):
+                        raise
+                    raise TessvrtError(f"writing {target} failed ({str(exc).strip() or type(exc).__name__}); "
+                                       "nothing was written: check free space and permissions in "
+                                       f"{parent}, then run again") from None
+            # all zones or none, and old outputs (--overwrite) stay until every new one is complete
+            trash.mkdir()
+            publish(list(zip(done, targets, strict=True)), trash)
+        finally:
+            for p in done:
+                p.unlink(missing_ok=True)
+            shutil.rmtree(trash, ignore_errors=True)
+    return targets, remote, total
 
 
 def _is_write_error(exc: Exception) -> bool:
@@ -201,31 +280,6 @@ def _metadata(rec: dict, zone: dict, tiles: list[ZoneTile]) -> dict[str, str]:
         "TESSVRT_VERSION": __version__,
         "TESSVRT_ZONE": f"EPSG:{zone['epsg']}",
     }
-
-
-def _clean_stale(parent: Path, targets: list[Path]) -> None:
-    """Remove temporaries an interrupted run left beside these targets (the run restarts cleanly).
-
-    A temporary names its writer's pid; one whose process still runs is another live run's.
-    """
-    for t in targets:
-        for p in parent.glob(f".{t.name}.*{TMP_MARK}*"):
-            m = re.match(re.escape(f".{t.name}.") + r"(\d+)\.", p.name)
-            if m and _alive(int(m.group(1))):
-                continue
-            p.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_space(parent: Path, zones: list[dict], nb: int, compress: str) -> None:
@@ -263,13 +317,14 @@ class _Meter:
             self.cb(self.done, self.total)
 
 
-def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[int], src: _Source, cog: CogProfile,
+def _write_zone(target: Path, win: Window, pixels: PixelSource, bands: list[int], cog: CogProfile,
                 meta: dict[str, str], meter: _Meter, workers: int) -> int:
+    """One zone's COG from a pixel source (npy tiles or Zarr chunks); returns the remote bytes read."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window as RioWindow
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_MARK}")
+    tmp = tmp_path(target)
     main, final = tmp.with_name(tmp.name + ".main.tif"), tmp.with_name(tmp.name + ".tif")
     bs = cog.blocksize
     cw = chunk_width(win.width, len(bands), bs)
@@ -278,7 +333,6 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
     tiled = cog.options()
     profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": len(bands), "dtype": "float32",
                "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **tiled}
-    fetched = 0
     ovs = None
     level_files: list[Path] = []
     try:
@@ -290,21 +344,19 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
                 for i, b in enumerate(bands):
                     dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")
                 dst.update_tags(**meta)
-                nxt = _fetch_chunk(pool, src, tiles, win, *chunks[0], bs, cw, {}) if chunks else []
+                nxt = pixels.fetch(pool, *chunks[0], bs, cw, None) if chunks else None
                 for i, (y0, x0) in enumerate(chunks):
                     cur = nxt
                     if i + 1 < len(chunks):  # fetch the next chunk while this one is dequantised and compressed
                         same_rows = chunks[i + 1][0] == y0
-                        nxt = _fetch_chunk(pool, src, tiles, win, *chunks[i + 1], bs, cw,
-                                           {id(tr.tile): tr for tr in cur} if same_rows else {})
+                        nxt = pixels.fetch(pool, *chunks[i + 1], bs, cw, cur if same_rows else None)
                     h, w = min(bs, win.height - y0), min(cw, win.width - x0)
-                    block = _chunk(cpu, cur, win, y0, x0, h, w, bands)
-                    fetched += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
+                    block = pixels.chunk(cpu, cur, y0, x0, h, w, bands)
                     dst.write(block, window=RioWindow(x0, y0, w, h))  # whole blocks: compressed once
                     ovs.write(block, y0, x0)
                     meter.add(block.nbytes)
                     del block, cur
-                gone = sorted({t.name for t in tiles} & src.missing)
+                gone = pixels.missing()
                 if gone:  # --allow-missing: say in the file which tiles are NaN because their objects were gone
                     dst.update_tags(TESSVRT_MISSING_TILES=",".join(filter(None, [meta["TESSVRT_MISSING_TILES"], *gone])))
             for f, path in zip(factors, ovs.close(), strict=True):
@@ -312,13 +364,59 @@ def _write_zone(target: Path, win: Window, tiles: list[ZoneTile], bands: list[in
                 rio_copy(path, level_files[-1], driver="GTiff", **tiled)
                 path.unlink()
         assemble(final, read_image(main), [read_image(p) for p in level_files])
-        os.replace(final, target)
+        os.replace(final, tmp_path(target, ".done.tif"))  # published with the other zones by materialise()
     finally:
         if ovs is not None:
             ovs.remove()
         for p in [main, final, *level_files]:
             p.unlink(missing_ok=True)
-    return fetched
+    return pixels.remote_bytes
+
+
+class PixelSource(Protocol):
+    """Where a zone writer gets pixels: npy tiles (_NpyPixels) or Zarr chunks (zarrstore.ZarrPixels).
+
+    fetch() starts reading output rows [y0, y0+bs) x columns [x0, x0+cw) (clipped to the zone) without
+    waiting (prev: the previous chunk's handle in the same block row, for reuse); chunk() waits and
+    returns (bands, h, w) float32 with NaN where there is no valid pixel.
+    """
+
+    remote_bytes: int
+
+    def fetch(self, pool: ThreadPoolExecutor, y0: int, x0: int, bs: int, cw: int, prev: Any) -> Any: ...
+
+    def chunk(self, cpu: ThreadPoolExecutor, pending: Any, y0: int, x0: int, h: int, w: int,
+              bands: list[int]) -> np.ndarray: ...
+
+    def missing(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _NpyPixels:
+    """A zone's pixels from npy tiles: the owner tiles' rows under each chunk (ranged GETs), dequantised."""
+
+    src: _Source
+    tiles: list[ZoneTile]
+    win: Window
+    remote_bytes: int = 0
+
+    def fetch(self, pool: ThreadPoolExecutor, y0: int, x0: int, bs: int, cw: int,
+              prev: list[_TileRows] | None) -> list[_TileRows]:
+        return _fetch_chunk(pool, self.src, self.tiles, self.win, y0, x0, bs, cw, {id(tr.tile): tr for tr in prev or []})
+
+    def chunk(self, cpu: ThreadPoolExecutor, cur: list[_TileRows], y0: int, x0: int, h: int, w: int,
+              bands: list[int]) -> np.ndarray:
+        block = _chunk(cpu, cur, self.win, y0, x0, h, w, bands)
+        self.remote_bytes += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
+        return block
+
+    def missing(self) -> list[str]:
+        return sorted({t.name for t in self.tiles} & self.src.missing)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass

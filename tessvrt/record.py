@@ -30,15 +30,21 @@ class _Bad(ValueError):
 
 
 def read_record(vrt_path: str | Path) -> dict:
-    """The checked build record of a tessvrt VRT (main or per-zone)."""
+    """The checked build record of a tessvrt VRT (main or per-zone).
+
+    The sidecar is the folder the VRT's own sources point into, so a VRT renamed or copied together
+    with its folder still works; the folder named after the VRT is only the fallback (damaged XML).
+    """
     p = Path(vrt_path)
     if not p.is_file():
         raise TessvrtError(f"{p} does not exist; pass a VRT written by tessvrt build")
     stem = p.name[:-4] if p.name.lower().endswith(".vrt") else p.name
-    candidates = [p.with_name(stem + SIDECAR_SUFFIX)]
+    referenced = _referenced_sidecars(p)
+    candidates = [p.with_name(name) for name in referenced]
+    candidates.append(p.with_name(stem + SIDECAR_SUFFIX))
     if "_utm" in stem:  # a per-zone VRT shares the main VRT's folder
         candidates.append(p.with_name(stem.rsplit("_utm", 1)[0] + SIDECAR_SUFFIX))
-    for folder in candidates:
+    for folder in dict.fromkeys(candidates):
         path = folder / RECORD
         if not path.is_file():
             continue
@@ -59,7 +65,28 @@ def read_record(vrt_path: str | Path) -> dict:
             raise TessvrtError(f"{p} does not match its build record ({exc}): it was edited after tessvrt build; "
                                "rebuild it with tessvrt build") from None
         return rec
+    if referenced:
+        name = referenced[0]
+        raise TessvrtError(f"{p} reads its pixels from {name}/, which is not beside it in {p.resolve().parent}: "
+                           f"move or copy {name}/ together with the VRT, or rebuild with tessvrt build")
     raise TessvrtError(f"{p} is not a tessvrt VRT (no {candidates[0].name}/{RECORD} beside it); rebuild with tessvrt build")
+
+
+def _referenced_sidecars(p: Path) -> list[str]:
+    """The *.tessvrt folders the VRT's relative sources point into, in order ([] if it is not XML)."""
+    from lxml import etree
+
+    try:
+        root = etree.parse(str(p), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+    except (etree.XMLSyntaxError, OSError):
+        return []
+    names: list[str] = []
+    for el in root.iter("SourceFilename"):
+        first = (el.text or "").strip().split("/", 1)[0]
+        if el.get("relativeToVRT") == "1" and first.endswith(SIDECAR_SUFFIX) and first not in ("", ".", "..") \
+                and first not in names:
+            names.append(first)
+    return names
 
 
 def check_record(rec: object) -> None:
@@ -104,6 +131,8 @@ def check_record(rec: object) -> None:
             except ValueError as exc:
                 raise _Bad(f"tile {name}: {exc}") from None
     _need(len(buckets) == 1, f"tiles point into several buckets ({', '.join(sorted(buckets))})")
+    _need(rec.get("endpoint") is None or (isinstance(rec["endpoint"], str) and _safe_host(rec["endpoint"])),
+          f"endpoint {rec.get('endpoint')!r} is not a public http(s) S3 endpoint")
     _need(rec.get("source") in MIRRORS, f"source {rec.get('source')!r} is not one of {', '.join(MIRRORS)}")
     dataset = next((d for d in DATASETS if d.npy and d.npy == rec["dataset"]), None)
     _need(dataset is not None, f"dataset {rec['dataset']!r} has no npy tiles")
@@ -125,7 +154,9 @@ def check_vrt(vrt_path: Path, rec: dict, sidecar: str) -> None:
     except etree.XMLSyntaxError as exc:
         raise _Bad(f"not valid XML: {exc}") from None
     _need(root.tag == "VRTDataset", f"root element is <{root.tag}>, not <VRTDataset>")
-    zone = next((z for z in rec["zones"] if z["vrt"] == vrt_path.name), None)
+    # which zone by what it reads, not by its name (it may be renamed): a zone's mosaic, else the main one
+    refs = {(el.text or "").strip() for el in root.iter("SourceFilename")}
+    zone = next((z for z in rec["zones"] if f"{sidecar}/mosaic_{z['epsg']}.vrt" in refs), None)
     w = Window(**(zone or rec["main"])["window"])
     size = (root.get("rasterXSize"), root.get("rasterYSize"))
     _need(size == (str(w.width), str(w.height)), f"size {size[0]}x{size[1]}, the record says {w.width}x{w.height}")
@@ -150,6 +181,26 @@ def _window(w: object, what: str) -> None:
           and all(_is_int(v) for v in w.values()), f"{what} is not a window")
     assert isinstance(w, dict)
     _need(w["width"] > 0 and w["height"] > 0, f"{what} is empty")
+
+
+def _safe_host(url: str) -> bool:
+    """A record is a file anyone may hand over: its endpoint must not point materialise at link-local
+    services (cloud metadata at 169.254.169.254 / fd00:ec2::254) or carry credentials."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    try:
+        u = urlparse(url)
+        host = u.hostname or ""
+    except ValueError:
+        return False
+    if u.scheme not in ("http", "https") or not host or u.username or u.password:
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower() not in ("metadata.google.internal", "metadata")
+    return not (ip.is_link_local or ip == ipaddress.ip_address("fd00:ec2::254"))
 
 
 def _is_int(v: object) -> bool:

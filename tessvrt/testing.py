@@ -313,7 +313,28 @@ class FileServer(_LocalServer):
         return self._serve(Handler)
 
 
+class BlackHole:
+    """A TCP port on 127.0.0.1 that takes connections and never answers: an unreachable host, locally.
+
+    It listens with the smallest backlog and never accepts, so the first connections hang waiting
+    for a reply and later ones for the connection itself (their SYNs are dropped).
+    """
+
+    def __enter__(self) -> BlackHole:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(0)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+
 TRANSIENT_FAULTS = ("503", "500", "429", "reset", "truncate", "delay")
+HANGING_FAULTS = ("stall", "stall_body", "trickle")  # a request that never ends unless the client gives up
+LYING_FAULTS = ("wrong_start", "ignore_range")  # a well-formed reply that is not the byte range asked for
 
 
 class FaultProxy(_LocalServer):
@@ -322,24 +343,68 @@ class FaultProxy(_LocalServer):
     Faults (one at most per request, each drawn with its own rate): "503", "500", "429" (an S3
     error reply), "reset" (the connection closes mid-body), "truncate" (a well-formed reply whose
     body and Content-Length are cut short), "delay" (`delay` seconds before replying) and "flip"
-    (one byte of the body inverted, headers untouched). `injected` counts what was done and
-    `log` keeps (method, path, range, status, body bytes) of every request.
+    (one byte of the body inverted, headers untouched); hanging: "stall" (the request is never
+    answered), "stall_body" (headers and half the body, then silence), "trickle" (the body at
+    `trickle` = (bytes, every seconds), slow enough to defeat a read timeout), each lasting up to
+    `stall` seconds; lying: "wrong_start" (a ranged GET answered 206 for the range `shift` bytes
+    away, Content-Range saying so) and "ignore_range" (200 with the whole object). The first `skip`
+    requests pass untouched. An outage (`go_down`, or `outage` seconds from request number
+    `outage_after`) refuses connections and drops requests on open ones. `injected` counts what
+    was done and `log` keeps (method, path, range, status, body bytes) of every request.
     """
 
-    def __init__(self, upstream: str, rates: dict[str, float] | None = None, seed: int = 0, delay: float = 0.2):
+    def __init__(self, upstream: str, rates: dict[str, float] | None = None, seed: int = 0, delay: float = 0.2, *,
+                 stall: float = 600.0, trickle: tuple[int, float] = (64, 1.0), shift: int = 128, skip: int = 0,
+                 outage_after: int | None = None, outage: float = 0.0):
         import random
+        import threading
         from collections import Counter
 
         self.upstream = upstream.rstrip("/")
         self.rates = dict(rates or {})
-        unknown = set(self.rates) - {*TRANSIENT_FAULTS, "flip"}
+        unknown = set(self.rates) - {*TRANSIENT_FAULTS, *HANGING_FAULTS, *LYING_FAULTS, "flip"}
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}")
-        self.delay = delay
+        self.delay, self.stall, self.trickle, self.shift, self.skip = delay, stall, trickle, shift, skip
+        self.outage_after, self.outage = outage_after, outage
         self.rng = random.Random(seed)
         self.injected: Counter[str] = Counter()
         self.log: list[tuple[str, str, str, int, int]] = []
+        self.requests = 0
+        self.outages = 0
+        self._down_until = 0.0
+        self._closing = threading.Event()
+        self._state = threading.Lock()
         super().__init__()
+
+    def is_down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def go_down(self, seconds: float) -> None:
+        """Vanish for `seconds`: connections are refused and requests on connections already open are dropped."""
+        import threading
+
+        self._down_until = time.monotonic() + seconds
+        self.outages += 1
+        threading.Thread(target=self._outage, daemon=True).start()
+
+    def _outage(self) -> None:
+        with self._state:
+            httpd, self._httpd = self._httpd, None
+        if httpd:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._closing.wait(max(0.0, self._down_until - time.monotonic())):
+            return
+        with self._state:
+            if not self._closing.is_set():
+                self._serve(self._handler)  # the same port again
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()  # ends stalls and trickles, and any outage for good
+        with self._state:
+            super().__exit__(*exc)
+            self._httpd = None
 
     def reads(self, suffix: str = ".npy") -> tuple[int, int]:
         """(requests, body bytes) logged so far for objects whose path ends with suffix (tile data)."""
@@ -370,13 +435,46 @@ class FaultProxy(_LocalServer):
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _drop(self) -> None:
+                """Close the connection without (more of) a reply: a server gone mid-request."""
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def _hit(self, fault: str) -> None:
+                with lock:
+                    proxy.injected[fault] += 1
+
+            def _upstream_headers(self, fault: str | None) -> tuple[dict[str, str], str | None]:
+                """The headers to forward, Range changed by a lying fault (returned as None where it does not apply)."""
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                if fault not in LYING_FAULTS:
+                    return headers, fault
+                a, sep, b = headers.get("Range", "").removeprefix("bytes=").partition("-")
+                if self.command != "GET" or not (sep and a.isdigit() and b.isdigit()):
+                    return headers, None
+                if fault == "ignore_range":
+                    del headers["Range"]
+                else:
+                    d = -proxy.shift if int(a) >= proxy.shift else proxy.shift
+                    headers["Range"] = f"bytes={int(a) + d}-{int(b) + d}"
+                return headers, fault
+
             def _forward(self) -> None:
                 with lock:
-                    fault = proxy._pick()
-                    if fault:
-                        proxy.injected[fault] += 1
+                    proxy.requests += 1
+                    if proxy.outage_after is not None and proxy.requests == proxy.outage_after:
+                        proxy.go_down(proxy.outage)
+                    fault = proxy._pick() if proxy.requests > proxy.skip else None
                 rng = self.headers.get("Range", "")
+                if proxy.is_down():
+                    proxy.log.append((self.command, self.path, rng, 0, 0))
+                    self._drop()
+                    return
                 if fault in ("503", "500", "429"):
+                    self._hit(fault)
                     code = {"503": "SlowDown", "500": "InternalError", "429": "SlowDown"}[fault]
                     body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
                     self.send_response(int(fault))
@@ -388,8 +486,14 @@ class FaultProxy(_LocalServer):
                     return
                 if fault == "delay":
                     _time.sleep(proxy.delay)
+                if fault == "stall":  # taken, never answered
+                    self._hit(fault)
+                    proxy.log.append((self.command, self.path, rng, 0, 0))
+                    proxy._closing.wait(proxy.stall)
+                    self._drop()
+                    return
+                headers, fault = self._upstream_headers(fault)
                 conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request(self.command, self.path, headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
@@ -400,8 +504,10 @@ class FaultProxy(_LocalServer):
                         body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1:]
                     elif fault == "truncate":
                         body = body[: len(body) // 2]
-                elif fault in ("flip", "truncate", "reset"):
+                elif fault in ("flip", "truncate", "reset", *HANGING_FAULTS):
                     fault = None  # nothing to corrupt: pass through
+                if fault:
+                    self._hit(fault)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
@@ -411,13 +517,29 @@ class FaultProxy(_LocalServer):
                 proxy.log.append((self.command, self.path, rng, resp.status, len(body)))
                 if self.command == "HEAD":
                     return
-                if fault == "reset":
+                if fault in ("reset", "stall_body"):
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
+                    if fault == "stall_body":
+                        proxy._closing.wait(proxy.stall)
+                    self._drop()
+                    return
+                if fault == "trickle":
+                    self._trickle(body)
                     return
                 self.wfile.write(body)
+
+            def _trickle(self, body: bytes) -> None:
+                n, every = proxy.trickle
+                for i in range(0, len(body), n):
+                    if proxy._closing.wait(every):
+                        break
+                    try:
+                        self.wfile.write(body[i:i + n])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        break
+                self._drop()
 
             def do_GET(self) -> None:  # noqa: N802
                 self._forward()
@@ -425,4 +547,142 @@ class FaultProxy(_LocalServer):
             def do_HEAD(self) -> None:  # noqa: N802
                 self._forward()
 
+        self._handler = Handler
         return self._serve(Handler)
+
+
+# The sample service: `python -m tessvrt.testing serve` keeps the sample bucket on a local S3 server
+# so that README's "Use" commands (gdal-config, build, gdalinfo, QGIS, info, materialise) run offline.
+
+SERVE_PORT = 8421
+SAMPLE_BBOX = "4.0,88.0,4.3,88.3"  # the 3x3 block of 2024 tiles at 88 N
+
+
+def sample_dir() -> Path:
+    """The one folder `serve` and the demo keep the sample bucket in (reused, not made per run):
+    $TESSVRT_CACHE_DIR/sample, else ~/.cache/tessvrt/sample."""
+    from .source.manifest import cache_dir
+
+    return cache_dir() / "sample"
+
+
+def _recipe() -> str:
+    """A fingerprint of the code that makes the sample: a changed generator rebuilds the folder."""
+    import hashlib
+    import inspect
+
+    parts = [inspect.getsource(f) for f in (sample_tiles, tile_arrays, _npy_bytes, build_sample, npy.build_header)]
+    parts += [repr(EDGE_SCALES), repr(DATASETS), repr(LIVE)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def ensure_sample(folder: Path | None = None) -> tuple[Path, bool]:
+    """(the sample bucket under folder, whether an existing one was reused); rebuilt only when missing or outdated.
+
+    Callers hold `_sample_lock(folder)`: a rebuild deletes the old bucket first.
+    """
+    import shutil
+
+    folder = folder or sample_dir()
+    stamp, root = folder / "sample.json", folder / LIVE.bucket
+    recipe = _recipe()
+    try:
+        if json.loads(stamp.read_text()).get("recipe") == recipe and root.is_dir():
+            return root, True
+    except (OSError, ValueError):
+        pass
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+    build_sample(folder)
+    stamp.write_text(json.dumps({"recipe": recipe}))
+    return root, False
+
+
+class _sample_lock:  # noqa: N801 - used as a context manager
+    """An exclusive lock on the sample folder (two serves or a serve and a demo may start together)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w")  # noqa: SIM115 - closed in __exit__
+        fcntl.flock(self._f, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+
+def paste_lines(url: str, folder: Path) -> list[str]:
+    """What a user pastes into another shell to use the service (README "Use" starts with these)."""
+    return [f"export ENDPOINT={url}", f"export GDAL_CONFIG_FILE={folder / 'gdalrc'}",
+            "tessvrt gdal-config --endpoint $ENDPOINT"]
+
+
+def serve(port: int = SERVE_PORT, folder: Path | None = None) -> int:
+    """Serve the sample bucket on 127.0.0.1:port until Ctrl-C (or SIGTERM); returns the exit status.
+
+    The GDAL config it recommends lives in the sample folder, not ~/.gdal/gdalrc: pointing the real
+    bucket's name at a local server there would break reading the real data once the server stops.
+    """
+    import importlib.util
+    import signal
+
+    def fail(msg: str) -> int:
+        print(f"tessvrt: error: {msg}", file=sys.stderr)
+        return 1
+
+    if importlib.util.find_spec("moto") is None:
+        return fail("the sample service needs moto's S3 server: pip install 'tessvrt[test]' (or '.[test]')")
+    folder = (folder or sample_dir()).expanduser().resolve()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return fail(f"port {port} is in use (is a sample service already running?); choose another with --port N")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)  # stop as on Ctrl-C: the S3 server goes too
+    srv = MotoServer(port)
+    try:
+        with _sample_lock(folder):
+            try:
+                root, reused = ensure_sample(folder)
+            except OSError as exc:
+                return fail(f"cannot write the sample bucket in {folder} ({exc.strerror or exc}); choose --dir")
+            srv.start()
+            srv.load(root)
+        print(f"sample bucket: {root} ({'reused' if reused else 'built'}; tiles at 88 N, e.g. --bbox {SAMPLE_BBOX} "
+              "--year 2024)")
+        print(f"local S3 server: {srv.url} (anonymous reads; Ctrl-C stops it)\n")
+        print("Paste into another shell (README, section Use):")
+        print("\n".join(paste_lines(srv.url, folder)), flush=True)
+        assert srv.proc is not None
+        code = srv.proc.wait()
+        return fail(f"the S3 server stopped on its own (exit {code})")
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 0
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tessvrt.testing serve [--port N] [--dir DIR]`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tessvrt.testing",
+                                 description="Keep tessvrt's sample bucket on a local S3 server, to try tessvrt offline.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("serve", help="serve the sample bucket until Ctrl-C and print the lines to paste")
+    sp.add_argument("--port", type=int, default=SERVE_PORT, help=f"port on 127.0.0.1 (default {SERVE_PORT})")
+    sp.add_argument("--dir", type=Path, default=None,
+                    help="folder of the sample bucket (default $TESSVRT_CACHE_DIR/sample or ~/.cache/tessvrt/sample)")
+    args = ap.parse_args(argv)
+    return serve(args.port, args.dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,6 +38,14 @@ OUT.npz (np.load(..., allow_pickle=False)):
   r{j}_transform       float64 (6,), rasterio Affine (a, b, c, d, e, f) of the returned window
   r{j}_crs             str, e.g. "EPSG:32631"
 Exit status: non-zero when zarr-init or zarr-fill fails (the log tail is printed).
+
+Reading an existing store instead (tessvrt's sample stores, tests/test_zarr.py and scripts/bench_zarr.py):
+
+    $TESSVRT_ORACLE_PY tests/oracle_geotessera.py --store STORE --year 2024 --out OUT.npz --reader-bbox W,S,E,N ...
+        [--export-dir DIR]
+
+writes meta and r{j}_* as above for each bbox (GeoTesseraZarr(STORE).read_region), and with --export-dir also
+times upstream's own export (GeoTesseraZarr.export_geotiffs(bbox, year, DIR)) of each bbox: meta["export"].
 """
 
 from __future__ import annotations
@@ -213,12 +221,40 @@ def read_with_reader(store: Path, year: int, bboxes: list[tuple[float, ...]], ou
         del values
 
 
+def read_store(a: argparse.Namespace) -> int:
+    """--store mode: GeoTesseraZarr.read_region (and, with --export-dir, export_geotiffs) of an existing store."""
+    import geotessera
+    from geotessera import GeoTesseraZarr
+
+    bboxes = [tuple(float(v) for v in b.split(",")) for b in a.reader_bbox]
+    meta: dict = {"geotessera": geotessera.__version__, "python": sys.version.split()[0], "store": str(a.store),
+                  "year": a.year, "seconds": {}}
+    out: dict = {}
+    t0 = time.monotonic()
+    read_with_reader(a.store, a.year, bboxes, out, meta)
+    meta["seconds"]["reader"] = round(time.monotonic() - t0, 3)
+    if a.export_dir is not None:
+        meta["export"] = []
+        for j, bbox in enumerate(bboxes):
+            folder = a.export_dir / f"e{j}"
+            t0 = time.monotonic()
+            files = GeoTesseraZarr(str(a.store)).export_geotiffs(bbox, a.year, str(folder))
+            meta["export"].append({"bbox": list(bbox), "seconds": round(time.monotonic() - t0, 3),
+                                   "files": [str(f) for f in files]})
+    out["meta"] = np.array(json.dumps(meta, default=str))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(a.out, **out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--root", required=True, type=Path)
-    ap.add_argument("--dataset", required=True, help="npy/ directory, e.g. v1, v1.1-cam, v2-2B-L~beta1")
+    ap.add_argument("--root", type=Path, help="required unless --store")
+    ap.add_argument("--dataset", help="npy/ directory, e.g. v1, v1.1-cam, v2-2B-L~beta1 (required unless --store)")
     ap.add_argument("--year", required=True, type=int)
-    ap.add_argument("--work", required=True, type=Path, help="scratch directory (mirror/, store.zarr, logs)")
+    ap.add_argument("--work", type=Path, help="scratch directory (mirror/, store.zarr, logs; required unless --store)")
+    ap.add_argument("--store", type=Path, help="read this existing store with GeoTesseraZarr instead of building one")
+    ap.add_argument("--export-dir", type=Path, help="with --store: also time export_geotiffs of each --reader-bbox")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--tile", action="append", default=[], metavar="LON,LAT", help="restrict to these tiles (repeatable)")
     ap.add_argument("--workers", type=int, default=1, help="zarr-fill workers (each can peak ~6 GiB; default 1)")
@@ -228,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="lon/lat bbox for the reader (repeatable; default: each tile's own 0.1-degree cell)")
     ap.add_argument("--reverse-order", action="store_true", help="write the manifest in descending (lon, lat) order")
     a = ap.parse_args(argv)
+    if a.store is not None:
+        return read_store(a)
+    if a.root is None or a.dataset is None or a.work is None:
+        ap.error("--root, --dataset and --work are required unless --store is given")
 
     import geotessera
     from geotessera.registry import dataset_from_path

@@ -99,7 +99,7 @@ def test_missing_tiles_reported_not_fatal(tmp_path, s3):
 def test_versions_and_years_never_mixed(tmp_path, s3):
     for args, tag in ((["--year", "2023"], "/2023/"), (["--year", "2024", "--dataset", "v1.1"], "/v1.1-cam/")):
         out = tmp_path / "y.vrt"
-        run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", *args, "-o", str(out), "--endpoint", s3.url)
+        run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", *args, "-o", str(out), "--endpoint", s3.url, "--overwrite")
         import json
 
         rec = json.loads((tmp_path / "y.tessvrt" / "tessvrt.json").read_text())

@@ -67,11 +67,24 @@ def npy_dataset(name: str) -> Choice:
         return Choice(readable[0], note)
     zarr_only = [d for d in DATASETS if d.npy is None and key in (d.zarr, d.variant)]
     if zarr_only:
+        z = zarr_only[0].zarr
         raise TessvrtError(f"--dataset {key}: {zarr_only[0].label} is published only as Zarr, which GDAL reads "
-                           "from 3.13 on; build needs .npy tiles: choose one of "
+                           "from 3.13 on, so build cannot make a VRT of it; write COGs with `tessvrt materialise "
+                           f"out.tif --dataset {z} --bbox W,S,E,N --year Y` or read points with `tessvrt sample "
+                           f"--dataset {z} --year Y LON,LAT`; build needs .npy tiles: choose one of "
                            f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
     raise TessvrtError(f"--dataset {key!r} is not a TESSERA dataset; choose one of "
                        f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
+
+
+def zarr_dataset(name: str) -> Dataset:
+    """The dataset whose Zarr store a --dataset name means: its store name, npy directory or variant."""
+    key = name.strip()
+    for d in DATASETS:
+        if d.zarr and key in (d.zarr, d.npy, d.variant):
+            return d
+    raise TessvrtError(f"--dataset {key!r} names no TESSERA Zarr store; choose one of "
+                       f"{', '.join(d.zarr for d in DATASETS if d.zarr)} (tessvrt datasets lists them)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,14 @@ class Mirror:
         mid = "global_0.1_degree_representation/" if self.legacy else ""
         base = f"{self._dir(dataset)}/{mid}{year}/{tile.name}/{tile.name}"
         return f"{base}.npy", f"{base}_scales.npy"
+
+    def zarr_prefix(self, dataset: Dataset) -> str:
+        """Key prefix of the dataset's Zarr store (upstream's zarr/{store}/), ending with '/'."""
+        if self.legacy or not dataset.zarr:
+            where = f"the {self.name} layout" if self.legacy else dataset.label
+            raise TessvrtError(f"{where} has no Zarr store; use --source source-coop or gateway with one of "
+                               f"{', '.join(d.zarr for d in DATASETS if d.zarr)}")
+        return f"{self.prefix}zarr/{dataset.zarr}/"
 
     def npy_prefix(self) -> str:
         """The key prefix every tile object lies under (GDAL >= 3.12's raw-band allow-list is limited to it)."""
@@ -141,6 +162,6 @@ def table() -> list[dict[str, str | bool | None]]:
     """Every dataset, for `tessvrt datasets`."""
     return [
         {"name": d.name, "version": d.version, "variant": d.variant, "about": d.about, "npy": d.npy, "zarr": d.zarr,
-         "tessvrt": "build, materialise" if d.npy else "not yet (Zarr only)"}
+         "tessvrt": "build, materialise, sample" if d.npy else "materialise --bbox, sample (Zarr only)"}
         for d in DATASETS
     ]

@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -163,11 +164,20 @@ def select(df: pd.DataFrame, dataset: Dataset, year: int) -> Selection:
             raise TessvrtError(f"the manifest mixes variants {', '.join(variants)} and none is {dataset.variant!r} "
                                f"({dataset.label}); check --dataset or --manifest")
     rows = df[df["year"] == year].copy()
+    bad = ~(np.isfinite(rows["lon"].astype(float)) & np.isfinite(rows["lat"].astype(float)))
+    if bad.any():
+        raise TessvrtError(f"manifest row {rows.index[bad][0]} has no valid lon/lat ({rows['lon'][bad].iloc[0]}, "
+                           f"{rows['lat'][bad].iloc[0]}); fix the manifest")
     if rows.empty:
         years = ", ".join(str(y) for y in sorted(df["year"].unique())) or "none"
         raise TessvrtError(f"no tiles for year {year} in {dataset.label} (years: {years}); choose --year")
     rows["lon_i"] = (rows["lon"] * 100).round().astype("int64")
     rows["lat_i"] = (rows["lat"] * 100).round().astype("int64")
+    off = (rows["lon_i"] % 10 != 5) | (rows["lat_i"] % 10 != 5) | (rows["lon_i"].abs() > 18000) | (rows["lat_i"].abs() > 9000)
+    if off.any():
+        r = rows[off].iloc[0]
+        raise TessvrtError(f"manifest lists {r['lon']},{r['lat']}, which is not a tile centre (odd multiples of 0.05); "
+                           "fix the manifest")
     dup = rows.duplicated(["lon_i", "lat_i"])
     if dup.any():
         r = rows[dup].iloc[0]

@@ -1,31 +1,38 @@
-"""Offline demo: sample bucket on a local S3 server -> tessvrt gdal-config -> build -> read -> materialise."""
+"""Offline demo: sample bucket on a local S3 server -> tessvrt gdal-config -> build -> read -> materialise.
+
+Folders are reused, not made per run: the sample bucket in $TESSVRT_CACHE_DIR/sample (default
+~/.cache/tessvrt/sample, built once, rebuilt only when tessvrt's sample changes) and the demo's own
+files in $TESSVRT_DEMO_DIR (default ~/.cache/tessvrt/demo), replaced by each run.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from tessvrt.testing import MotoServer, build_sample, env_with_gdalrc
+from tessvrt.source.manifest import cache_dir
+from tessvrt.testing import SAMPLE_BBOX, MotoServer, _sample_lock, ensure_sample, env_with_gdalrc, sample_dir
 
 
 def main() -> None:
-    work = Path(os.environ.get("TESSVRT_DEMO_DIR") or tempfile.mkdtemp(prefix="tessvrt-demo-"))
+    work = Path(os.environ.get("TESSVRT_DEMO_DIR") or cache_dir() / "demo")
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TESSVRT_CACHE_DIR", str(work / "cache"))
-    print(f"demo folder: {work}")
-    root = build_sample(work / "bucket")
+    folder = sample_dir()
+    with _sample_lock(folder):
+        root, reused = ensure_sample(folder)
+    print(f"sample bucket: {root} ({'reused' if reused else 'built'})")
+    print(f"demo files:    {work} (replaced by each run)")
     exe = [sys.executable, "-m", "tessvrt"]
     with MotoServer() as srv:
         srv.load(root)
         print(f"sample bucket served by a local S3 server at {srv.url}")
-        gdalrc = work / "gdalrc"
+        gdalrc = work / "gdalrc"  # not ~/.gdal/gdalrc: this server is gone when the demo ends
         subprocess.run([*exe, "gdal-config", "--endpoint", srv.url, "--config-file", str(gdalrc)], check=True)
         vrt = work / "sample.vrt"
-        subprocess.run([*exe, "build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(vrt),
-                        "--endpoint", srv.url], check=True)
+        subprocess.run([*exe, "build", "--bbox", SAMPLE_BBOX, "--year", "2024", "-o", str(vrt), "--overwrite",
+                        "--endpoint", srv.url], check=True, env=env_with_gdalrc(gdalrc))
         subprocess.run([*exe, "info", str(vrt)], check=True)
         code = (
             "import rasterio, numpy as np, sys\n"
@@ -38,7 +45,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", code, str(vrt)], check=True, env=env_with_gdalrc(gdalrc))
         cog = work / "sample.tif"
         subprocess.run([*exe, "materialise", str(vrt), str(cog), "--overwrite"], check=True)
-    print(f"done: {cog} is a float32 COG; open {vrt} with GDAL_CONFIG_FILE={gdalrc} (the server has stopped)")
+    print(f"done: {cog} is a float32 COG. The server has stopped; to keep one running and try gdalinfo, QGIS, "
+          "info and materialise by hand, run `python -m tessvrt.testing serve` (README, section Use)")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
 """Many runs through the fault-injecting proxy: the figures of docs/reliability.md.
 
 Starts moto with the sample bucket, builds the 9-tile block VRT, materialises it once directly
-(the reference), then:
-- `--runs` materialise runs through FaultProxy, each with its own seed and RATE of each transient
-  fault; every output's SHA-256 must equal the reference's;
-- `--manifest-runs` cold-cache manifest downloads (build) with the same faults plus RATE byte flips; every
-  build record must equal the direct build's.
-Prints the faults injected per type, requests, bytes compared and corruptions caught.
+(the reference), then runs materialise through FaultProxy (tessvrt.testing) in five mixes, each run
+with its own seed:
+- transient: RATE of each of 503, 500, 429, reset, truncate, delay;
+- hanging: the transient mix plus HANG_RATE of each of stall (no reply), stall_body (half a body,
+  then silence) and trickle (64 bytes/s);
+- outage: the server vanishes (connections refused, open ones dropped) for 5-30 s at a random
+  point after the header checks;
+- lying: RATE of each of wrong_start (206 for a range 128 bytes away) and ignore_range (200 with
+  the whole object);
+- lying always: every ranged read answered with a wrong range or the whole object.
+Every materialise writes over a previous, different output (--overwrite): the run must either
+give output SHA-256-equal to the reference, or fail with exactly one error line, leaving the
+previous output byte-identical and no temporary behind. Then `--manifest-runs` cold-cache manifest
+downloads (build) with the transient faults plus RATE byte flips: every build record must equal
+the direct build's. Prints faults injected per type, requests, outcomes and time.
 
-usage: python scripts/fault_soak.py [--runs 10] [--manifest-runs 50] [--rate 0.1]
+usage: python scripts/fault_soak.py [--runs 10] [--hang-runs 4] [--outage-runs 4] [--lie-runs 6]
+                                    [--manifest-runs 50] [--rate 0.1] [--hang-rate 0.02]
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import argparse
 import hashlib
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,14 +36,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tessvrt.testing import TRANSIENT_FAULTS, FaultProxy, MotoServer, build_sample
+from tessvrt.testing import HANGING_FAULTS, LYING_FAULTS, TRANSIENT_FAULTS, FaultProxy, MotoServer, build_sample
 
 TESSVRT = [sys.executable, "-m", "tessvrt"]
 BBOX = ["--bbox", "4.0,88.0,4.3,88.3", "--year", "2024"]
+HEADER_READS = 18  # the block's npy header reads come first
 
 
-def tessvrt(*args: str, cache: Path) -> None:
-    subprocess.run([*TESSVRT, *args], check=True, capture_output=True, env={**os.environ, "TESSVRT_CACHE_DIR": str(cache)})
+def tessvrt(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([*TESSVRT, *args], check=check, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "TESSVRT_CACHE_DIR": str(cache)})
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def record(vrt: Path) -> dict:
@@ -39,57 +57,106 @@ def record(vrt: Path) -> dict:
     return {"tiles": rec["tiles"], "zones": rec["zones"]}
 
 
+class Soak:
+    def __init__(self, tmp: Path, s3: MotoServer):
+        self.tmp, self.s3 = tmp, s3
+        self.vrt = tmp / "block.vrt"
+        tessvrt("build", *BBOX, "-o", str(self.vrt), "--endpoint", s3.url, cache=tmp / "cache")
+        tessvrt("materialise", str(self.vrt), str(tmp / "ref.tif"), "--quiet", cache=tmp / "cache")
+        tessvrt("materialise", str(self.vrt), str(tmp / "prev.tif"), "--quiet", "--bands", "1,2,3", cache=tmp / "cache")
+        self.want, self.prev = sha(tmp / "ref.tif"), sha(tmp / "prev.tif")
+        self.injected: dict[str, Counter] = {}
+        self.requests: Counter = Counter()
+        self.outcomes: dict[str, Counter] = {}
+        self.errors: dict[str, Counter] = {}
+        self.seconds: Counter = Counter()
+        self.outage_secs: list[float] = []
+
+    def materialise(self, mix: str, seed: int, **proxy_args: object) -> None:
+        """One run over a previous output: identical to the reference, or one error line and the previous output kept."""
+        out = self.tmp / "run" / "out.tif"
+        shutil.rmtree(out.parent, ignore_errors=True)
+        out.parent.mkdir()
+        shutil.copy(self.tmp / "prev.tif", out)
+        t0 = time.perf_counter()
+        with FaultProxy(self.s3.url, seed=seed, delay=0.05, **proxy_args) as proxy:
+            p = tessvrt("materialise", str(self.vrt), str(out), "--quiet", "--overwrite", "--endpoint", proxy.url,
+                        cache=self.tmp / "cache", check=False)
+        self.seconds[mix] += time.perf_counter() - t0
+        left = sorted(os.listdir(out.parent))
+        assert left == ["out.tif"], f"{mix} run {seed}: files left {left}"
+        errors = [ln for ln in p.stderr.splitlines() if ln.startswith("tessvrt: error:")]
+        if p.returncode == 0:
+            assert sha(out) == self.want, f"{mix} run {seed}: output differs from the clean run"
+            outcome = "identical"
+        else:
+            assert len(errors) == 1 and "Traceback" not in p.stderr, f"{mix} run {seed}: {p.stderr}"
+            assert sha(out) == self.prev, f"{mix} run {seed}: the previous output was changed"
+            outcome = "one-line error, previous output intact"
+            self.errors.setdefault(mix, Counter())[errors[0].split(": ", 3)[-1][:90]] += 1
+        self.outcomes.setdefault(mix, Counter())[outcome] += 1
+        self.injected.setdefault(mix, Counter()).update(proxy.injected)
+        self.requests[mix] += len(proxy.log)
+
+    def manifest(self, seed: int, rates: dict[str, float]) -> None:
+        built = self.tmp / f"b{seed}" / "block.vrt"
+        built.parent.mkdir()
+        t0 = time.perf_counter()
+        with FaultProxy(self.s3.url, rates, seed=seed, delay=0.05) as proxy:
+            tessvrt("build", *BBOX, "-o", str(built), "--endpoint", proxy.url, cache=self.tmp / f"cache{seed}")
+        self.seconds["manifest"] += time.perf_counter() - t0
+        assert record(built) == record(self.vrt), f"run {seed}: build differs from the direct build"
+        self.injected.setdefault("manifest", Counter()).update(proxy.injected)
+        self.requests["manifest"] += len(proxy.log)
+        self.outcomes.setdefault("manifest", Counter())["record equal to a direct build"] += 1
+
+    def report(self, args: argparse.Namespace) -> None:
+        print(f"rates: {args.rate:.0%} of each transient/lying fault, {args.hang_rate:.0%} of each hanging fault")
+        for mix, outcomes in self.outcomes.items():
+            c = self.injected.get(mix, Counter())
+            print(f"{mix:14s} runs {sum(outcomes.values()):3d}  {self.seconds[mix]:6.0f} s  requests {self.requests[mix]:5d}  "
+                  f"injected {sum(c.values()):4d} ({', '.join(f'{k} {v}' for k, v in sorted(c.items()))})")
+            for o, n in outcomes.items():
+                print(f"{'':14s} {n:3d} x {o}")
+            for e, n in self.errors.get(mix, Counter()).items():
+                print(f"{'':14s}       {n} x {e}")
+        if self.outage_secs:
+            print(f"outages: {', '.join(f'{s:.0f}' for s in self.outage_secs)} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--hang-runs", type=int, default=4)
+    ap.add_argument("--outage-runs", type=int, default=4)
+    ap.add_argument("--lie-runs", type=int, default=6)
     ap.add_argument("--manifest-runs", type=int, default=50)
     ap.add_argument("--rate", type=float, default=0.1)
+    ap.add_argument("--hang-rate", type=float, default=0.02)
     args = ap.parse_args()
-    rates = dict.fromkeys(TRANSIENT_FAULTS, args.rate)
+    transient = dict.fromkeys(TRANSIENT_FAULTS, args.rate)
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d, MotoServer() as s3:
         tmp = Path(d)
         s3.load(build_sample(tmp / "bucket"))
-        vrt, ref = tmp / "block.vrt", tmp / "ref.tif"
-        tessvrt("build", *BBOX, "-o", str(vrt), "--endpoint", s3.url, cache=tmp / "cache")
-        tessvrt("materialise", str(vrt), str(ref), "--quiet", cache=tmp / "cache")
-        want = hashlib.sha256(ref.read_bytes()).hexdigest()
-        want_rec = record(vrt)
-
-        totals: dict[str, Counter] = {"materialise": Counter(), "manifest": Counter()}
-        requests = Counter()
-        compared = 0
-        t0 = time.perf_counter()
+        soak = Soak(tmp, s3)
         for seed in range(args.runs):
-            out = tmp / f"run{seed}.tif"
-            with FaultProxy(s3.url, rates, seed=seed, delay=0.05) as proxy:
-                tessvrt("materialise", str(vrt), str(out), "--quiet", "--endpoint", proxy.url, cache=tmp / "cache")
-            got = hashlib.sha256(out.read_bytes()).hexdigest()
-            assert got == want, f"run {seed}: output differs from the clean run"
-            compared += out.stat().st_size
-            out.unlink()
-            totals["materialise"] += proxy.injected
-            requests["materialise"] += len(proxy.log)
-
+            soak.materialise("transient", seed, rates=transient)
+        for seed in range(args.hang_runs):
+            soak.materialise("hanging", seed, rates={**transient, **dict.fromkeys(HANGING_FAULTS, args.hang_rate)})
+        rnd = random.Random(0)
+        for seed in range(args.outage_runs):
+            secs = rnd.uniform(5, 30)
+            soak.outage_secs.append(secs)
+            soak.materialise("outage", seed, outage_after=HEADER_READS + rnd.randrange(1, 40), outage=secs)
+        for seed in range(args.lie_runs):
+            soak.materialise("lying", seed, rates=dict.fromkeys(LYING_FAULTS, args.rate))
+        for fault in LYING_FAULTS:
+            soak.materialise("lying always", 0, rates={fault: 1.0})
         for seed in range(args.manifest_runs):
-            built = tmp / f"b{seed}" / "block.vrt"
-            built.parent.mkdir()
-            with FaultProxy(s3.url, {**rates, "flip": args.rate}, seed=seed, delay=0.05) as proxy:
-                tessvrt("build", *BBOX, "-o", str(built), "--endpoint", proxy.url, cache=tmp / f"cache{seed}")
-            assert record(built) == want_rec, f"run {seed}: build differs from the direct build"
-            totals["manifest"] += proxy.injected
-            requests["manifest"] += len(proxy.log)
-        secs = time.perf_counter() - t0
-
-    print(f"{args.runs} materialise runs, {args.manifest_runs} manifest downloads, {args.rate:.0%} of each fault, "
-          f"{secs:.0f} s")
-    for what, c in totals.items():
-        print(f"{what:12s} requests {requests[what]:5d}  injected {sum(c.values()):4d}: "
-              + ", ".join(f"{k} {c[k]}" for k in (*TRANSIENT_FAULTS, "flip") if k in c or what == "manifest"))
-    print(f"materialise outputs SHA-256-identical to the clean run: {args.runs}/{args.runs} "
-          f"({compared / 1e6:,.0f} MB compared)")
-    print(f"manifest downloads equal to a direct build: {args.manifest_runs}/{args.manifest_runs}; "
-          f"corrupted bodies caught: {totals['manifest']['flip'] + totals['manifest']['truncate']} "
-          f"(flips {totals['manifest']['flip']}, truncated {totals['manifest']['truncate']}), none used")
+            soak.manifest(seed, {**transient, "flip": args.rate})
+        soak.report(args)
+    print(f"total {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def materialise(
                    f"({res.mb_per_s:,.1f} MB/s of float32, {res.remote_bytes / 1e6:,.1f} MB fetched)", err=True)
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})  # points like -0.1,51.5 are not options
 def sample(
     points: list[str] | None = typer.Argument(None, help="LON,LAT points (or --points FILE)"),
     dataset: str = typer.Option(..., help="Dataset: a Zarr store (v1.1-dclimate, v1, ...) or npy dataset (--format npy)"),

@@ -313,7 +313,8 @@ def doctor(endpoint: str | None = None, source: str | None = None, qgis_python: 
 
     unreachable = _reachable(ep, loc)
     rep.checks.append(Check("source", unreachable is None, unreachable or f"{loc.uri} answers at {ep.https_base}",
-                            "check --endpoint/--source and the network (a local sample server must be running)"))
+                            f"is the server at {endpoint} running? (check --endpoint)" if endpoint else
+                            "check the network connection (and --source)"))
     if unreachable:
         rep.checks.append(Check("GDAL reads", False, "not tried: the source is unreachable"))
         return rep

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import read_record
 from .source import npy
-from .source.s3 import DEFAULT_REGION, Endpoint, S3Location, fetch_range
+from .source.s3 import DEFAULT_REGION, Endpoint, Pool, S3Location, fetch_range
 from .vrt import BANDS
 
 # bytes the float32 buffer of one chunk (blocksize rows x some block columns x bands) may use
@@ -186,12 +186,14 @@ def _from_zarr(vrt_path: str | os.PathLike | None, output: str | os.PathLike | N
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
     out = Path(vrt_path)
     ts, plan = plan_region(dataset, bbox, year, source, endpoint)
+    ok = False
     try:
         targets, _, total = _write_outputs(out, [j.label for j in plan], [j.window for j in plan],
                                            lambda: (plan, 0), band_list, cog, overwrite, progress, workers)
+        ok = True
     finally:
         for j in plan:
-            j.pixels.close()
+            j.pixels.close(wait=ok)
     size = sum(p.stat().st_size for p in targets)
     return MaterialiseResult(targets, size, time.perf_counter() - t0, ts.store.traffic.bytes, [],
                              output_float32_bytes=total,
@@ -338,9 +340,10 @@ def _write_zone(target: Path, win: Window, pixels: PixelSource, bands: list[int]
     try:
         with rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS="ALL_CPUS"):
             ovs = Overviews(tmp, win, len(bands), bs, factors)
+            # s3.Pool, not concurrent.futures: an interrupt or error leaves without waiting for stalled reads
             with (rasterio.open(main, "w", **profile) as dst,
-                  ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool,
-                  ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="tessvrt-dequant") as cpu):
+                  Pool(workers, "tessvrt-fetch") as pool,
+                  Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu):
                 for i, b in enumerate(bands):
                     dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")
                 dst.update_tags(**meta)
@@ -383,14 +386,14 @@ class PixelSource(Protocol):
 
     remote_bytes: int
 
-    def fetch(self, pool: ThreadPoolExecutor, y0: int, x0: int, bs: int, cw: int, prev: Any) -> Any: ...
+    def fetch(self, pool: Pool, y0: int, x0: int, bs: int, cw: int, prev: Any) -> Any: ...
 
-    def chunk(self, cpu: ThreadPoolExecutor, pending: Any, y0: int, x0: int, h: int, w: int,
+    def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int,
               bands: list[int]) -> np.ndarray: ...
 
     def missing(self) -> list[str]: ...
 
-    def close(self) -> None: ...
+    def close(self, wait: bool = True) -> None: ...
 
 
 @dataclass
@@ -402,11 +405,11 @@ class _NpyPixels:
     win: Window
     remote_bytes: int = 0
 
-    def fetch(self, pool: ThreadPoolExecutor, y0: int, x0: int, bs: int, cw: int,
+    def fetch(self, pool: Pool, y0: int, x0: int, bs: int, cw: int,
               prev: list[_TileRows] | None) -> list[_TileRows]:
         return _fetch_chunk(pool, self.src, self.tiles, self.win, y0, x0, bs, cw, {id(tr.tile): tr for tr in prev or []})
 
-    def chunk(self, cpu: ThreadPoolExecutor, cur: list[_TileRows], y0: int, x0: int, h: int, w: int,
+    def chunk(self, cpu: Pool, cur: list[_TileRows], y0: int, x0: int, h: int, w: int,
               bands: list[int]) -> np.ndarray:
         block = _chunk(cpu, cur, self.win, y0, x0, h, w, bands)
         self.remote_bytes += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
@@ -415,7 +418,7 @@ class _NpyPixels:
     def missing(self) -> list[str]:
         return sorted({t.name for t in self.tiles} & self.src.missing)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         pass
 
 
@@ -498,7 +501,7 @@ def _check_headers(src: _Source, tiles: list[ZoneTile], workers: int) -> int:
                                "rebuild it with tessvrt build") from None
         return off
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-header") as pool:
+    with Pool(workers, "tessvrt-header") as pool:  # the first error, or an interrupt, ends it without waiting
         return sum(pool.map(lambda a: check(*a), [(t, g) for t in tiles for g in (True, False)]))
 
 

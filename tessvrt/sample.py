@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +123,7 @@ def _sample_npy(dataset: str, year: int, pts: list[tuple[float, float]], bands: 
     from .build import TileSource, _raw_layout
     from .source import datasets
     from .source.manifest import ManifestSource, read_manifest, select
-    from .source.s3 import Endpoint, S3Location, fetch_range
+    from .source.s3 import Endpoint, Pool, S3Location, fetch_range
 
     choice = datasets.npy_dataset(dataset)
     mirror = datasets.mirror(source)
@@ -162,8 +161,8 @@ def _sample_npy(dataset: str, year: int, pts: list[tuple[float, float]], bands: 
         p.values = (emb[idx].astype(np.float32) * np.where(scales.valid(s), s, np.float32(np.nan))).astype(np.float32)
         return p
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool:
-        return list(pool.map(lambda ll: one(*ll), pts))
+    with Pool(workers, "tessvrt-fetch") as pool:
+        return pool.map(lambda ll: one(*ll), pts)
 
 
 def to_rows(points: list[Point], bands: list[int]) -> list[dict]:

@@ -283,7 +283,7 @@ class FileServer(_LocalServer):
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):
                     a, _, b = rng[6:].partition("-")
-                    start, end = int(a), min(int(b) if b else size - 1, size - 1)
+                    start, end = (int(a), min(int(b) if b else size - 1, size - 1)) if a else (max(size - int(b), 0), size - 1)
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 else:
@@ -348,21 +348,23 @@ class FaultProxy(_LocalServer):
     `trickle` = (bytes, every seconds), slow enough to defeat a read timeout), each lasting up to
     `stall` seconds; lying: "wrong_start" (a ranged GET answered 206 for the range `shift` bytes
     away, Content-Range saying so) and "ignore_range" (200 with the whole object). The first `skip`
-    requests pass untouched. An outage (`go_down`, or `outage` seconds from request number
-    `outage_after`) refuses connections and drops requests on open ones. `injected` counts what
-    was done and `log` keeps (method, path, range, status, body bytes) of every request.
+    requests pass untouched; `script` puts given faults on given request numbers (from 1). An
+    outage (`go_down`, or `outage` seconds from request number `outage_after`) refuses connections
+    and drops requests on open ones. `injected` counts what was done and `log` keeps (method,
+    path, range, status, body bytes) of every request.
     """
 
     def __init__(self, upstream: str, rates: dict[str, float] | None = None, seed: int = 0, delay: float = 0.2, *,
                  stall: float = 600.0, trickle: tuple[int, float] = (64, 1.0), shift: int = 128, skip: int = 0,
-                 outage_after: int | None = None, outage: float = 0.0):
+                 outage_after: int | None = None, outage: float = 0.0, script: dict[int, str] | None = None):
         import random
         import threading
         from collections import Counter
 
         self.upstream = upstream.rstrip("/")
         self.rates = dict(rates or {})
-        unknown = set(self.rates) - {*TRANSIENT_FAULTS, *HANGING_FAULTS, *LYING_FAULTS, "flip"}
+        self.script = dict(script or {})  # request number (from 1) -> fault, instead of drawing one
+        unknown = {*self.rates, *self.script.values()} - {*TRANSIENT_FAULTS, *HANGING_FAULTS, *LYING_FAULTS, "flip"}
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}")
         self.delay, self.stall, self.trickle, self.shift, self.skip = delay, stall, trickle, shift, skip
@@ -435,6 +437,12 @@ class FaultProxy(_LocalServer):
             def log_message(self, *args: object) -> None:
                 pass
 
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (ConnectionError, TimeoutError):  # a client that gave up on a hanging reply: expected here
+                    pass
+
             def _drop(self) -> None:
                 """Close the connection without (more of) a reply: a server gone mid-request."""
                 self.close_connection = True
@@ -468,6 +476,7 @@ class FaultProxy(_LocalServer):
                     if proxy.outage_after is not None and proxy.requests == proxy.outage_after:
                         proxy.go_down(proxy.outage)
                     fault = proxy._pick() if proxy.requests > proxy.skip else None
+                    fault = proxy.script.get(proxy.requests, fault)
                 rng = self.headers.get("Range", "")
                 if proxy.is_down():
                     proxy.log.append((self.command, self.path, rng, 0, 0))

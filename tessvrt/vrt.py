@@ -182,13 +182,18 @@ def blocks_vrt(window: Window, blocks: list[tuple[str, Window]], scale_bands: in
     return "".join(out)
 
 
+def _xml_text(v: str) -> str:
+    """XML 1.0 cannot hold control characters even escaped (a user's path may): they become '?'."""
+    return "".join(ch if ch >= " " or ch in "\t\n\r" else "?" for ch in v)
+
+
 def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str]) -> str:
     """The user-facing raster: band i = signed(embedding_i) * scale, NaN where no valid data.
 
     The Byte -> signed LUT sits here, once per band, rather than on each tile's mosaic source
     (128 per tile): it lists all 256 values so every lookup is exact, never interpolated.
     """
-    md = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in metadata.items())
+    md = "".join(f"<MDI key={quoteattr(k)}>{escape(_xml_text(v))}</MDI>" for k, v in metadata.items())
     out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
     out.append(_srs_gt(window.epsg, window_gt(window)))
     out.append(f"  <Metadata>{md}</Metadata>\n")

@@ -1,7 +1,8 @@
 """Sample TESSERA Zarr stores with upstream's layout, for the tests, the demo and the benchmarks.
 
-Written with zarr-python 3 (the `test` extra) exactly as geotessera 0.11's zarr-init/zarr-fill lay a
-store out: root group with geoemb: attributes, one group per UTM zone on the north EPSG (south at
+Written with zarr-python 3 (the `test` extra) in the layout geotessera 0.11's zarr-init/zarr-fill write
+(less their stretch-statistics arrays and zarr-cm convention registrations): root group with geoemb:
+attributes, one group per UTM zone on the north EPSG (south at
 negative northings) with proj:/spatial: attributes, `embeddings` int8 (T, 128, H, W) and `scales`
 float32 (T, H, W) sharded with Blosc zstd 3, scales filled with +inf (never written), coordinate
 arrays x, y (pixel centres), time, band, and consolidated metadata. Data sits at the equator where
@@ -38,10 +39,11 @@ class ZoneSpec:
     hole: tuple[int, int]  # (row, col) of a chunk-aligned 32x32 block left unwritten inside the data
 
 
-# zone 31: shard corner at row 4096 / col 4096 (x 834,000, lon ~6.0002 E at the equator); equator at row 4128.
-# zone 32: its west edge (lon 6 E, x ~166,022) runs through the data; equator at row 2048.
+# zone 31: shard corner at row 4096 / col 4096 (x 833,600, lon ~5.9966 E at the equator), equator at row 4128,
+# its east edge (lon 6 E, x ~833,978, col ~4134) runs through the data.
+# zone 32: its west edge (lon 6 E, x ~166,022, col ~202) runs through the data; equator at row 2048.
 ZONES = (
-    ZoneSpec(31, 793_040.0, 41_280.0, 4352, 4160, (4050, 4180, 4040, 4160), (4064, 4064)),
+    ZoneSpec(31, 792_640.0, 41_280.0, 4352, 4160, (4050, 4180, 4040, 4160), (4064, 4064)),
     ZoneSpec(32, 164_000.0, 20_480.0, 4096, 512, (2000, 2120, 150, 300), (2016, 224)),
 )
 LAYOUTS = {

@@ -10,7 +10,7 @@ Valid pixels follow upstream's rule (scales.valid); +inf is "not computed yet" a
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +21,7 @@ from .grid import PIXEL, Window, utm_epsg
 from .materialise import ZoneJob
 from .source import datasets
 from .source.datasets import Dataset
-from .source.s3 import Endpoint
+from .source.s3 import Endpoint, Pool
 from .source.zarr import Array, Store
 
 BANDS = 128
@@ -104,7 +104,7 @@ class TesseraStore:
             raise TessvrtError(f"{where}: arrays are not TESSERA-shaped (embeddings {emb.dtype} {emb.shape}, "
                                f"scales {sc.dtype} {sc.shape}, time {tm.shape}; expected int8 (T, {BANDS}, H, W), "
                                "float32 (T, H, W), (T,))")
-        with ThreadPoolExecutor(4) as pool:
+        with Pool(4, "tessvrt-zarr-meta") as pool:
             years = [int(v) for v in tm.read((slice(0, tm.shape[0]),), pool)]
         return ZoneGroup(name, zone, float(tr[2]), float(tr[5]), emb.shape[2], emb.shape[3], years, emb, sc)
 
@@ -177,7 +177,7 @@ class ZarrPixels:
         self.row0, self.col0 = group.offset(win)
         self.counts = Counts()
         self._start = group.embeddings.store.traffic.bytes
-        self._plan: ThreadPoolExecutor | None = None  # made on the first fetch, shut down by close()
+        self._plan: Pool | None = None  # made on the first fetch, closed by close()
 
     @property
     def remote_bytes(self) -> int:
@@ -186,11 +186,12 @@ class ZarrPixels:
     def missing(self) -> list[str]:
         return []
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """End the planning threads; wait=False (an error or interrupt) leaves without waiting for reads."""
         if self._plan is not None:
-            self._plan.shutdown(wait=True, cancel_futures=True)
+            self._plan.close(wait)
 
-    def fetch(self, pool: Executor, y0: int, x0: int, h: int, w: int, prev: object = None) -> tuple:
+    def fetch(self, pool: Pool | Executor, y0: int, x0: int, h: int, w: int, prev: object = None) -> tuple:
         """Start reading output rows [y0, y0+h) x cols [x0, x0+w) (clipped to the window); a handle for chunk()."""
         g = self.group
         h, w = min(h, self.win.height - y0), min(w, self.win.width - x0)
@@ -199,12 +200,12 @@ class ZarrPixels:
         if rs.stop <= rs.start or cs.stop <= cs.start:
             return None, None, rs, cs
         if self._plan is None:
-            self._plan = ThreadPoolExecutor(4, thread_name_prefix="tessvrt-zarr")
+            self._plan = Pool(4, "tessvrt-zarr")
         emb = self._plan.submit(g.embeddings.read, (slice(self.t, self.t + 1), slice(0, BANDS), rs, cs), pool)
         sc = self._plan.submit(g.scales.read, (slice(self.t, self.t + 1), rs, cs), pool)
         return emb, sc, rs, cs
 
-    def chunk(self, cpu: Executor, pending: tuple, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
+    def chunk(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
         """(bands, h, w) float32: int8 x scale where the scale is valid, NaN elsewhere and beyond the grid."""
         emb_f, sc_f, rs, cs = pending
         out = np.full((len(bands), h, w), np.nan, np.float32)
@@ -219,7 +220,7 @@ class ZarrPixels:
         return out
 
 
-def dequantise_into(cpu: Executor | None, out: np.ndarray, emb: np.ndarray, sc: np.ndarray, bands: list[int]) -> None:
+def dequantise_into(cpu: Pool | Executor | None, out: np.ndarray, emb: np.ndarray, sc: np.ndarray, bands: list[int]) -> None:
     """out (bands, h, w) = int8 x scale (float32, bit for bit numpy's), NaN where the scale is invalid."""
     sel = None if bands == list(range(1, BANDS + 1)) else np.asarray(bands) - 1
     s = np.where(scales.valid(sc), sc, np.float32(np.nan))
@@ -304,8 +305,7 @@ def sample_store(ts: TesseraStore, year: int, points: list[tuple[float, float]],
     (chunks shared by points are fetched once per call through the shard-index cache)."""
     out: list[Point] = []
     pending: list[tuple[Point, ZoneGroup, int, Future, Future]] = []
-    with ThreadPoolExecutor(workers, thread_name_prefix="tessvrt-fetch") as pool, \
-            ThreadPoolExecutor(4, thread_name_prefix="tessvrt-zarr") as plan:
+    with Pool(workers, "tessvrt-fetch") as pool, Pool(4, "tessvrt-zarr") as plan:
         for lon, lat in points:
             epsg, col, row = point_pixel(lon, lat)
             p = Point(lon, lat, "outside", epsg, col, row)

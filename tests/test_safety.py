@@ -284,3 +284,15 @@ def test_polar_tile_reads(tmp_path, s3):
                 assert np.isfinite(d.read(1)).sum() > 500
 
 
+
+
+def test_control_characters_in_a_manifest_path_keep_the_vrt_valid(bucket_root, s3, tmp_path):
+    """The manifest's path is written into the VRT's metadata: XML 1.0 cannot hold control characters."""
+    from lxml import etree
+
+    m = tmp_path / "m\x01\x1f.parquet"
+    m.write_bytes(manifest_path(bucket_root).read_bytes())
+    run_cli("build", *BLOCK, "-o", str(tmp_path / "x.vrt"), "--manifest", str(m), "--endpoint", s3.url)
+    etree.parse(str(tmp_path / "x.vrt"))  # raises on invalid XML
+    with rasterio.open(tmp_path / "x.vrt") as d:
+        assert d.tags()["TESSVRT_SOURCE"].endswith("m??.parquet")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MissingObject, TessvrtError
 from .datasets import Dataset, Mirror
-from .s3 import Endpoint, S3Location, check_whole_object, get_checked
+from .s3 import Endpoint, GaveUp, NotModified, S3Location, announced, check_whole_object, get_checked, get_url, masked, notice, public_url
 
 # geotessera itself needs only lat, lon, year and grid_size; the others are used when present
 REQUIRED = {"year": "integer", "lon": "floating", "lat": "floating", "grid_size": "integer"}
@@ -37,7 +37,7 @@ def cache_dir() -> Path:
 class ManifestSource:
     """A manifest to read: an S3 object, an http(s) URL or a local file."""
 
-    location: str  # s3://..., https://..., or a local path
+    location: str  # s3://..., https://..., or a local path; may hold a signature or password: store `public`
     endpoint: Endpoint
 
     @classmethod
@@ -45,12 +45,30 @@ class ManifestSource:
         """--manifest if given, else the dataset's manifest in the mirror."""
         if manifest is None:
             return cls(f"s3://{mirror.bucket}/{mirror.manifest_key(dataset)}", endpoint)
+        if _is_url(manifest):
+            _check_url(manifest)
         return cls(manifest, endpoint)
 
+    @property
+    def public(self) -> str:
+        """The location as outputs and the cache may hold it: no user-info, query string or fragment
+        (presigned URLs carry signatures and tokens there). Says once on stderr when something was removed."""
+        clean, stripped = public_url(self.location)
+        if stripped:
+            notice(f"--manifest: the user name, password or query string of the URL is not stored; {clean} is "
+                   "recorded instead")
+        return clean
+
     def fetch(self) -> Path:
-        """A local copy, downloaded once and revalidated by ETag (a 304 costs no body)."""
+        """A local copy, downloaded once and revalidated by ETag (a 304 costs no body).
+
+        The cache is written atomically (data, then metadata naming the data's SHA-256), and a copy
+        whose metadata is missing, unreadable or names other data is no copy: a crash or a full
+        disk never leaves a cache that breaks later builds. A cache that cannot be written is said
+        once, and the build goes on with a temporary copy.
+        """
         loc = self.location
-        if not (loc.startswith("s3://") or loc.startswith("http://") or loc.startswith("https://")):
+        if not _is_url(loc):
             p = Path(loc)
             if not p.is_file():
                 raise TessvrtError(f"manifest {loc} does not exist; pass an existing file or URL to --manifest")
@@ -58,44 +76,117 @@ class ManifestSource:
         key = f"{self.endpoint.url or self.endpoint.region}|{loc}"
         slot = cache_dir() / "manifests" / f"{abs(hash_str(key)):016x}"
         data, meta = slot.with_suffix(".parquet"), slot.with_suffix(".json")
-        etag = json.loads(meta.read_text())["etag"] if meta.is_file() and data.is_file() else None
+        etag = _cached_etag(data, meta)
+        public = self.public
+        where = "" if loc.startswith(("http://", "https://")) else f" from {self.endpoint.https_base}"
         try:
-            body, new_etag = (
-                _get_s3(self.endpoint, S3Location.parse(loc), etag)
-                if loc.startswith("s3://")
-                else _get_http(loc, etag)
-            )
-        except TessvrtError:
-            raise
-        except Exception as exc:  # network trouble: an existing copy is still good to use
-            if etag is not None:
-                return data
-            raise TessvrtError(f"cannot download manifest {loc}: {exc}; check --endpoint/--manifest") from None
+            with announced(f"fetching the manifest {public}{where}{' (revalidating the cached copy)' if etag else ''}"):
+                body, new_etag = (_get_s3(self.endpoint, S3Location.parse(loc), etag) if loc.startswith("s3://")
+                                  else _get_http(loc, etag))
+        except GaveUp as exc:  # the network gave up: a copy already here is still good to use
+            if etag is None:
+                raise
+            notice(f"using the cached manifest: {exc}")
+            return data
         if body is None:  # 304 Not Modified
             return data
-        data.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=data.parent, delete=False) as tmp:
-            tmp.write(body)
-        os.replace(tmp.name, data)
-        meta.write_text(json.dumps({"etag": new_etag, "source": loc}))
-        return data
+        return _store(body, new_etag, data, meta, public)
+
+
+def _is_url(loc: str) -> bool:
+    return loc.startswith(("s3://", "http://", "https://"))
+
+
+def _check_url(url: str) -> None:
+    """A --manifest URL that cannot be read as one is one line, before any work."""
+    bad = f"--manifest {masked(url)!r} is not a valid URL; pass s3://bucket/key, http(s)://host/path or a file"
+    try:
+        clean, _ = public_url(url)
+        if url.startswith("s3://"):
+            S3Location.parse(clean)
+        elif not urlsplit_host(url):
+            raise ValueError(url)
+    except ValueError:
+        raise TessvrtError(bad) from None
+
+
+def urlsplit_host(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    u.port  # noqa: B018 - raises ValueError on a port that is not a number
+    return u.hostname
 
 
 def hash_str(s: str) -> int:
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
+
+
+def _cached_etag(data: Path, meta: Path) -> str | None:
+    """The ETag of a cached copy whose metadata is readable and names exactly this data; else None (no copy)."""
+    try:
+        m = json.loads(meta.read_text())
+        if not isinstance(m, dict) or not isinstance(m.get("etag"), str) or not m["etag"]:
+            return None
+        if hashlib.sha256(data.read_bytes()).hexdigest() != m.get("sha256"):
+            return None
+        return m["etag"]
+    except (OSError, ValueError):
+        return None
+
+
+def _store(body: bytes, etag: str, data: Path, meta: Path, source: str) -> Path:
+    """Cache a downloaded manifest: data, then metadata, each by temporary + rename. A crash between
+    the two leaves metadata naming other data, which reads as no copy. Returns where the body is."""
+    try:
+        data.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(data, body)
+        _write_atomic(meta, json.dumps({"etag": etag, "sha256": hashlib.sha256(body).hexdigest(),
+                                        "source": source}).encode())
+        return data
+    except OSError as exc:
+        notice(f"cannot cache the manifest in {data.parent} ({exc.strerror or exc}); going on without a cache "
+               "(set TESSVRT_CACHE_DIR to a writable folder with free space)")
+        return _uncached(body, data.parent, exc)
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _uncached(body: bytes, cache: Path, why: OSError) -> Path:
+    """The manifest in a temporary file removed at exit (the cache could not hold it)."""
+    fd, tmp = -1, ""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="tessvrt-manifest-", suffix=".parquet")
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise TessvrtError(f"cannot store the manifest: not in the cache {cache} ({why.strerror or why}) nor in "
+                           f"{tempfile.gettempdir()} ({exc.strerror or exc}); free disk space or set "
+                           "TESSVRT_CACHE_DIR") from None
+    atexit.register(Path(tmp).unlink, missing_ok=True)
+    return Path(tmp)
 
 
 def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None) -> tuple[bytes | None, str]:
     """The whole manifest (checksum-verified, retried), or None when the cached copy's ETag still matches."""
-    from botocore.exceptions import ClientError
-
     kw = {"IfNoneMatch": etag} if etag else {}
     try:
-        body, resp = get_checked(endpoint, loc, "manifest", lambda b, r: check_whole_object(b, r, loc.uri), attempts=8,
+        body, resp = get_checked(endpoint, loc, "manifest", lambda b, r: check_whole_object(b, r, loc.uri),
                                  ChecksumMode="ENABLED", **kw)
-    except ClientError:  # 304 Not Modified
+    except NotModified:
         return None, etag or ""
     except MissingObject as exc:
         if exc.status == 403:
@@ -105,14 +196,10 @@ def _get_s3(endpoint: Endpoint, loc: S3Location, etag: str | None) -> tuple[byte
 
 
 def _get_http(url: str, etag: str | None) -> tuple[bytes | None, str]:
-    req = urllib.request.Request(url, headers={"If-None-Match": etag} if etag else {})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.read(), resp.headers.get("ETag", "")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 304:
-            return None, etag or ""
-        raise TessvrtError(f"manifest {url} answered HTTP {exc.code}; check --manifest") from None
+        return get_url(url, "manifest", etag)
+    except MissingObject as exc:
+        raise TessvrtError(f"{exc}; check --manifest") from None
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from itertools import product
 import numpy as np
 
 from ..errors import MissingObject, TessvrtError
-from .s3 import Endpoint, S3Location, check_whole_object, get_checked
+from .s3 import Endpoint, Pool, S3Location, check_whole_object, get_checked
 
 EMPTY = 2**64 - 1  # shard index entry of a chunk never written: read as the fill value
 COALESCE_GAP = 32 * 1024  # read two chunks in one request when at most this many bytes lie between them
@@ -232,7 +232,7 @@ class Array:
         parts = self._sep.join(str(c) for c in coords) or "0"
         return f"{self.path}/{self._prefix}{parts}"
 
-    def read(self, sel: tuple[slice, ...], pool: Executor) -> np.ndarray:
+    def read(self, sel: tuple[slice, ...], pool: Pool | Executor) -> np.ndarray:
         """The window sel (one slice per dimension, inside the array) as an array; fill where not written.
 
         Shard indexes first (cached), then the chunks the window touches, coalesced, in parallel on pool.
@@ -293,7 +293,7 @@ class Array:
         got = self.store.get(key)
         return None if got is None else self._decode(got[0], self.store.uri(key))
 
-    def _index_future(self, shard: tuple[int, ...], pool: Executor) -> Future:
+    def _index_future(self, shard: tuple[int, ...], pool: Pool | Executor) -> Future:
         with self._lock:
             fut = self._indexes.get(shard)
             if fut is None or (fut.done() and fut.exception() is not None):
@@ -303,7 +303,7 @@ class Array:
                 self._indexes.popitem(last=False)
             return fut
 
-    def index(self, shard: tuple[int, ...], pool: Executor) -> tuple[int, np.ndarray] | None:
+    def index(self, shard: tuple[int, ...], pool: Pool | Executor) -> tuple[int, np.ndarray] | None:
         """(shard object size, (chunks per shard..., 2) offsets and sizes) or None for an absent shard."""
         return self._index_future(shard, pool).result()
 

@@ -41,7 +41,10 @@ class BBox:
         if not all(math.isfinite(v) for v in (w, s, e, n)):
             raise TessvrtError(f"--bbox {text!r} must hold finite numbers")
         if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-            raise TessvrtError(f"--bbox {text!r} is out of range: longitudes -180..180, latitudes -90..90")
+            swapped = -90 <= w <= 90 and -90 <= e <= 90 and -180 <= s <= 180 and -180 <= n <= 180
+            raise TessvrtError(f"--bbox {text!r} is out of range: longitudes -180..180, latitudes -90..90"
+                               + (f"; if you typed LAT,LON: longitude comes first, --bbox {s:g},{w:g},{n:g},{e:g}"
+                                  if swapped else ""))
         if w >= e or s >= n:
             raise TessvrtError(f"--bbox {text!r} is empty or inverted: need W < E and S < N, in that order")
         return cls(w, s, e, n)
@@ -274,28 +277,8 @@ def build(
     if len(present) > MAX_TILES:
         raise TessvrtError(f"{len(present):,} tiles would make about {len(present) * BYTES_PER_TILE / 1e9:,.1f} GB of VRT "
                            f"that GDAL opens slowly; split the region into builds of at most {MAX_TILES:,} tiles")
-    if not present:  # say what was searched, and whether the axes typed the other way round would find tiles
-        have = set(sel.rows.index)
-        lons, lats = [i / 100 for i, _ in have], [j / 100 for _, j in have]
-        searched = [f"--bbox {box.west:g},{box.south:g},{box.east:g},{box.north:g} read as W,S,E,N"] if box else []
-        searched += [f"--tile {t.lon:.2f},{t.lat:.2f} read as LON,LAT" for t in picked[:5]]
-        swap = box is not None and max(abs(box.west), abs(box.east)) <= 90 and (box.west, box.east) != (box.south, box.north)
-        alt = BBox(box.south, box.west, box.north, box.east) if box is not None and swap else None
-        alt_tiles = [Tile(t.lat_i, t.lon_i) for t in picked if abs(t.lon_i) < 9000 and t.lon_i != t.lat_i]
-        i0, i1, j0, j1 = alt.cells() if alt else (0, 0, 0, 0)
-        found = sum(1 for a, b in have if i0 <= (a - 5) // 10 < i1 and j0 <= (b - 5) // 10 < j1)
-        found += sum(1 for t in alt_tiles if (t.lon_i, t.lat_i) in have)
-        alt_text = " ".join(([f"--bbox {alt.west:g},{alt.south:g},{alt.east:g},{alt.north:g}"] if alt else [])
-                            + [f"--tile {t.lon:.2f},{t.lat:.2f}" for t in alt_tiles[:5]])
-        boxes = ([(alt.west, alt.south, alt.east, alt.north)] if alt else []) + [t.bounds for t in alt_tiles]
-        inside = bool(boxes) and all(min(lons) - 0.05 <= w and e <= max(lons) + 0.05 and min(lats) - 0.05 <= s
-                                     and n <= max(lats) + 0.05 for w, s, e, n in boxes)
-        hint = (f"longitude comes first: {alt_text} would select {found} tile(s) that exist" if found else
-                f"if you typed LAT,LON: longitude comes first, and {alt_text} lies inside the dataset's coverage" if inside
-                else "try another --year or region")
-        raise TessvrtError(f"none of the {wanted} requested tile(s) exist in {choice.dataset.label} for {year} "
-                           f"({'; '.join(searched)}; its {len(have)} tile(s) for {year} span lon {min(lons):g}..{max(lons):g}, "
-                           f"lat {min(lats):g}..{max(lats):g}); {hint}")
+    if not present:
+        raise _no_tiles(sel, box, picked, wanted, choice.dataset.label, year)
     _check_disk(parent, len(present))
     rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
     grids = tile_grids(present)
@@ -593,3 +576,28 @@ def _check_zone_names(parent: Path, names: list[str], previous: dict | None, ove
                                "another -o")
         if not overwrite:
             raise TessvrtError(f"{p} exists; pass --overwrite to replace that build")
+
+
+def _no_tiles(sel: Selection, box: BBox | None, picked: list[Tile], wanted: int, label: str, year: int) -> TessvrtError:
+    """Say what was searched, the dataset's coverage, and whether the axes typed the other way round would find tiles."""
+    have = set(sel.rows.index)
+    lons, lats = [i / 100 for i, _ in have], [j / 100 for _, j in have]
+    searched = [f"--bbox {box.west:g},{box.south:g},{box.east:g},{box.north:g} read as W,S,E,N"] if box else []
+    searched += [f"--tile {t.lon:.2f},{t.lat:.2f} read as LON,LAT" for t in picked[:5]]
+    swap = box is not None and max(abs(box.west), abs(box.east)) <= 90 and (box.west, box.east) != (box.south, box.north)
+    alt = BBox(box.south, box.west, box.north, box.east) if box is not None and swap else None
+    alt_tiles = [Tile(t.lat_i, t.lon_i) for t in picked if abs(t.lon_i) < 9000 and t.lon_i != t.lat_i]
+    i0, i1, j0, j1 = alt.cells() if alt else (0, 0, 0, 0)
+    found = sum(1 for a, b in have if i0 <= (a - 5) // 10 < i1 and j0 <= (b - 5) // 10 < j1)
+    found += sum(1 for t in alt_tiles if (t.lon_i, t.lat_i) in have)
+    alt_text = " ".join(([f"--bbox {alt.west:g},{alt.south:g},{alt.east:g},{alt.north:g}"] if alt else [])
+                        + [f"--tile {t.lon:.2f},{t.lat:.2f}" for t in alt_tiles[:5]])
+    boxes = ([(alt.west, alt.south, alt.east, alt.north)] if alt else []) + [t.bounds for t in alt_tiles]
+    inside = bool(boxes) and all(min(lons) - 0.05 <= w and e <= max(lons) + 0.05 and min(lats) - 0.05 <= s
+                                 and n <= max(lats) + 0.05 for w, s, e, n in boxes)
+    hint = (f"longitude comes first: {alt_text} would select {found} tile(s) that exist" if found else
+            f"if you typed LAT,LON: longitude comes first, and {alt_text} lies inside the dataset's coverage" if inside
+            else "try another --year or region")
+    return TessvrtError(f"none of the {wanted} requested tile(s) exist in {label} for {year} "
+                        f"({'; '.join(searched)}; its {len(have)} tile(s) for {year} span lon {min(lons):g}..{max(lons):g}, "
+                        f"lat {min(lats):g}..{max(lats):g}); {hint}")

@@ -30,6 +30,7 @@ def assert_clean_failure(p, tmp_path, needle: str) -> None:
     ("4.0,88.3,4.3,88.0", "inverted"),
     ("-200,10,10,20", "out of range"),
     ("0,-95,1,1", "out of range"),
+    ("35.6,139.6,35.8,139.9", "if you typed LAT,LON: longitude comes first, --bbox 139.6,35.6,139.9,35.8"),
     ("nan,1,2,3", "finite"),
 ])
 def test_bad_bbox(bbox, needle, tmp_path, s3):

@@ -14,8 +14,8 @@ with its own seed:
 Every materialise writes over a previous, different output (--overwrite): the run must either
 give output SHA-256-equal to the reference, or fail with exactly one error line, leaving the
 previous output byte-identical and no temporary behind. Then `--manifest-runs` cold-cache manifest
-downloads (build) with the transient faults plus RATE byte flips: every build record must equal
-the direct build's. Prints faults injected per type, requests, outcomes and time.
+downloads (build) with the transient and hanging faults plus RATE byte flips: every build record
+must equal the direct build's. Prints faults injected per type, requests, outcomes and time.
 
 usage: python scripts/fault_soak.py [--runs 10] [--hang-runs 4] [--outage-runs 4] [--lie-runs 6]
                                     [--manifest-runs 50] [--rate 0.1] [--hang-rate 0.02]
@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,8 @@ class Soak:
             assert len(errors) == 1 and "Traceback" not in p.stderr, f"{mix} run {seed}: {p.stderr}"
             assert sha(out) == self.prev, f"{mix} run {seed}: the previous output was changed"
             outcome = "one-line error, previous output intact"
-            self.errors.setdefault(mix, Counter())[errors[0].split(": ", 3)[-1][:90]] += 1
+            text = re.sub(r"s3://\S+|tile grid_\S+ ", "", errors[0].removeprefix("tessvrt: error: "))
+            self.errors.setdefault(mix, Counter())[text[:110]] += 1
         self.outcomes.setdefault(mix, Counter())[outcome] += 1
         self.injected.setdefault(mix, Counter()).update(proxy.injected)
         self.requests[mix] += len(proxy.log)
@@ -154,7 +156,7 @@ def main() -> None:
         for fault in LYING_FAULTS:
             soak.materialise("lying always", 0, rates={fault: 1.0})
         for seed in range(args.manifest_runs):
-            soak.manifest(seed, {**transient, "flip": args.rate})
+            soak.manifest(seed, {**transient, "flip": args.rate, **dict.fromkeys(HANGING_FAULTS, args.hang_rate)})
         soak.report(args)
     print(f"total {time.perf_counter() - t0:.0f} s")
 

@@ -354,7 +354,7 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
         "TESSERA_YEAR": str(sel.year),
         "TESSVRT_TILES": ",".join(s.tile.name for s in sources),
         "TESSVRT_MISSING_TILES": ",".join(missing) + (f",... ({n_missing:,} in all)" if n_missing > len(missing) else ""),
-        "TESSVRT_SOURCE": src.location,
+        "TESSVRT_SOURCE": src.public,  # no password, signature or token of a --manifest URL
         "TESSVRT_VERSION": __version__,
     }
     written: dict[str, str] = {}
@@ -375,7 +375,7 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
                                             {**metadata, "TESSVRT_ZONE": f"EPSG:{main_epsg}"})
         zone_vrts[main_epsg] = out
     w.close()
-    record = _record(sel, src.location, plan.mirror, plan.ep, plan.vsi, main_epsg, main_window, zone_windows, zone_vrts, sources,
+    record = _record(sel, src.public, plan.mirror, plan.ep, plan.vsi, main_epsg, main_window, zone_windows, zone_vrts, sources,
                      missing, n_missing, scale_bands)
     (folder / RECORD).write_text(json.dumps(record))
     for name, text in written.items():

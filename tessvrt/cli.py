@@ -48,6 +48,7 @@ def build(
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
     from .build import build as run
     from .doctor import config_hint
+    from .source.s3 import public_url
 
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
     try:
@@ -67,7 +68,8 @@ def build(
     for epsg, p in res.zone_vrts.items():
         if p != res.vrt:
             typer.echo(f"wrote {p} (EPSG:{epsg})")
-    hint = config_hint(endpoint, source, vsi)  # GDAL tools would fail with ERROR 4 and no pointer to gdal-config
+    # GDAL tools would fail with ERROR 4 and no pointer to gdal-config (no password of --endpoint is echoed)
+    hint = config_hint(public_url(endpoint)[0] if endpoint else None, source, vsi)
     if hint:
         typer.echo(f"tessvrt: {hint}", err=True)
 
@@ -98,8 +100,11 @@ def materialise(
     """
     from .materialise import materialise as run
     from .materialise import progress_printer
+    from .source.s3 import set_progress
 
     _handle_signals()
+    if quiet:
+        set_progress(None)  # no "fetching ..." lines either
     try:
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, bands=bands, compress=compress,
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,

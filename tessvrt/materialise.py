@@ -35,7 +35,7 @@ from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import read_record
 from .source import npy
-from .source.s3 import DEFAULT_REGION, Endpoint, Pool, S3Location, fetch_range
+from .source.s3 import DEFAULT_REGION, Endpoint, Pool, S3Location, fetch_range, public_url
 from .vrt import BANDS
 
 # bytes the float32 buffer of one chunk (blocksize rows x some block columns x bands) may use
@@ -278,7 +278,7 @@ def _metadata(rec: dict, zone: dict, tiles: list[ZoneTile]) -> dict[str, str]:
         "TESSERA_YEAR": str(rec["year"]),
         "TESSVRT_TILES": ",".join(t.name for t in tiles),
         "TESSVRT_MISSING_TILES": ",".join(rec.get("missing", [])),
-        "TESSVRT_SOURCE": str(rec["manifest"]),
+        "TESSVRT_SOURCE": public_url(str(rec["manifest"]))[0],  # records of older builds may hold a signed URL
         "TESSVRT_VERSION": __version__,
         "TESSVRT_ZONE": f"EPSG:{zone['epsg']}",
     }

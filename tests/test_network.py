@@ -363,8 +363,6 @@ def test_endpoint_credentials_are_not_stored(s3, tmp_path, monkeypatch):
     assert any(ln.startswith("tessvrt: --endpoint: using http://127.0.0.1") for ln in p.stderr.splitlines()), p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="needs build.py and materialise.py to store ManifestSource.public / "
-                   "s3.public_url (issue 13 item 8; see docs/reliability.md)")
 def test_presigned_manifest_url_leaves_no_secret_in_outputs(bucket_root, s3, tmp_path, monkeypatch):
     with FileServer(bucket_root.parent) as web:
         url = f"{web.url}/{bucket_root.name}/tessera/tessera/npy/v1/manifest.parquet?{SECRET}"

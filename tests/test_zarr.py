@@ -349,3 +349,22 @@ def test_build_points_zarr_only_datasets_at_materialise(s3, tmp_path):
                 "v1.1-dclimate", "--endpoint", s3.url, check=False)
     assert p.returncode == 1 and "tessvrt materialise out.tif --dataset v1.1-dclimate --bbox" in p.stderr
     assert "tessvrt sample --dataset v1.1-dclimate" in p.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", ["wrong_start", "ignore_range"])
+def test_replies_that_are_not_the_range_asked_for_are_never_used(fault, stores, s3, tmp_path):
+    """Shard indexes (suffix ranges) and chunk ranges: every reply lies, so the run refuses in one line and
+    writes nothing; when a tenth lie, retries give the same file as a direct run."""
+    out = tmp_path / "lied.tif"
+    with FaultProxy(s3.url, {fault: 1.0}) as proxy:
+        p = run_cli("materialise", str(out), "--dataset", "v1.1-dclimate", "--bbox", ZONES_BOX, "--year", "2024",
+                    "--endpoint", proxy.url, "--quiet", "--bands", "1", check=False)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert ("instead of" in p.stderr or "ignored the byte range" in p.stderr), p.stderr
+    assert not list(tmp_path.iterdir())
+    direct = materialise(s3, tmp_path / "direct.tif", ZONES_BOX, "--bands", "1")
+    with FaultProxy(s3.url, {fault: 0.1}, seed=2) as proxy:
+        lied = materialise(s3, tmp_path / "retried.tif", ZONES_BOX, "--bands", "1", endpoint=proxy.url)
+    assert proxy.injected[fault] > 0
+    for a, b in zip(direct["files"], lied["files"], strict=True):
+        assert Path(a).read_bytes() == Path(b).read_bytes()

@@ -354,7 +354,7 @@ def retrying(attempt: Callable[[], T], what: str, target: str, server: str, stop
 
 def _give_up(what: str, target: str, server: str, answered: bool, elapsed: float, n: int, last: str) -> str:
     if not answered:
-        return (f"{what}: cannot reach {server} ({last}; tried {n} times in {elapsed:.0f} s); "
+        return (f"{what}: cannot reach {server} ({last}; tried {n} time{'s' if n > 1 else ''} in {elapsed:.0f} s); "
                 "check --endpoint/--manifest and the network")
     return (f"{what}: reading {target} failed for {elapsed:.0f} s ({n} attempts, last: {last}); "
             "the server is down or overloaded - check the network and run again (TESSVRT_RETRY_SECONDS sets how long to retry)")
@@ -533,6 +533,19 @@ def content_range(resp: dict, start: int, length: int, total: int | None, what: 
         raise _Wrong(f"the server sent bytes {a}-{b}/{size} instead of bytes {start}-{end}",
                      "the server or a proxy between answers wrong ranges; check --endpoint")
     return b - a + 1
+
+
+def suffix_range(resp: dict, length: int, loc: S3Location) -> None:
+    """Check a suffix-range reply (`bytes=-N`): the last min(N, size) bytes of the object, nothing else."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", str(resp.get("ContentRange", "")).strip())
+    status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if not m:
+        raise _Wrong(f"the server ignored the byte range (asked for the last {length} bytes of {loc.uri}, it answered "
+                     f"{status} without a Content-Range)", "tessvrt needs HTTP Range requests; use a server that supports them")
+    a, b, size = (int(g) for g in m.groups())
+    if (a, b) != (max(size - length, 0), size - 1):
+        raise _Wrong(f"the server sent bytes {a}-{b}/{size} instead of the last {length} bytes",
+                     "the server or a proxy between answers wrong ranges; check --endpoint")
 
 
 def fetch_range(endpoint: Endpoint, loc: S3Location, start: int, length: int, total: int | None, what: str,

@@ -23,7 +23,7 @@ from itertools import product
 import numpy as np
 
 from ..errors import MissingObject, TessvrtError
-from .s3 import Endpoint, Pool, S3Location, check_whole_object, get_checked
+from .s3 import Endpoint, Pool, S3Location, check_whole_object, content_range, get_checked, suffix_range
 
 EMPTY = 2**64 - 1  # shard index entry of a chunk never written: read as the fill value
 COALESCE_GAP = 32 * 1024  # read two chunks in one request when at most this many bytes lie between them
@@ -104,11 +104,18 @@ class Store:
             if length is not None and len(body) != length and not whole:
                 raise OSError(f"short body ({len(body)} of {length} bytes)")
 
+        def head(resp: dict) -> None:  # a reply that is not the range asked for is never used
+            if length is not None and start is not None:
+                content_range(resp, start, length, total, what, loc)
+            elif length is not None:
+                suffix_range(resp, length, loc)
+
+        what = f"Zarr store {self.uri()}"
         params = {}
         if length is not None:
             params["Range"] = f"bytes=-{length}" if start is None else f"bytes={start}-{start + length - 1}"
         try:
-            body, _ = get_checked(self.ep, loc, f"Zarr store {self.uri()}", check, **params)
+            body, _ = get_checked(self.ep, loc, what, check, head=head, **params)
         except MissingObject as exc:
             if exc.status == 404:
                 return None

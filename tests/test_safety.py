@@ -296,3 +296,14 @@ def test_control_characters_in_a_manifest_path_keep_the_vrt_valid(bucket_root, s
     etree.parse(str(tmp_path / "x.vrt"))  # raises on invalid XML
     with rasterio.open(tmp_path / "x.vrt") as d:
         assert d.tags()["TESSVRT_SOURCE"].endswith("m??.parquet")
+
+
+def test_aws_endpoint_url_in_the_environment_is_not_followed(s3, tmp_path):
+    """botocore honours AWS_ENDPOINT_URL, GDAL's paths do not: tessvrt must read from where GDAL will
+    (the default endpoint here, unreachable offline), not from the server the variable names."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3.url, "AWS_ENDPOINT_URL_S3": s3.url,
+           "TESSVRT_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.run([*TESSVRT, "build", *BLOCK, "-o", str(tmp_path / "x.vrt")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "amazonaws.com" in p.stderr and "127.0.0.1" not in p.stderr, p.stderr
+    assert not (tmp_path / "x.vrt").exists()

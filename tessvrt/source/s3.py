@@ -200,7 +200,9 @@ def _new_client(endpoint: Endpoint, max_pool: int):  # noqa: ANN202
     )
     session = botocore.session.get_session()
     return session.create_client(
-        "s3", region_name=endpoint.region, endpoint_url=endpoint.url or None, config=cfg
+        # always explicit: botocore would otherwise follow AWS_ENDPOINT_URL(_S3) from the environment,
+        # which the GDAL paths and gdal-config do not, and reads would come from another server than GDAL's
+        "s3", region_name=endpoint.region, endpoint_url=endpoint.https_base, config=cfg
     )
 
 

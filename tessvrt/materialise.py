@@ -13,6 +13,7 @@ walked in chunks of one block row by a few block columns, so memory is bounded b
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -371,8 +372,11 @@ def _write_zone(target: Path, win: Window, pixels: PixelSource, bands: list[int]
     finally:
         if ovs is not None:
             ovs.remove()
-        for p in [main, final, *level_files]:
-            p.unlink(missing_ok=True)
+        done = tmp_path(target, ".done.tif")
+        # every temporary of this zone, also those an interrupted Overviews() made before it was assigned
+        for p in tmp.parent.glob(glob.escape(tmp.name) + "*"):
+            if p != done:
+                p.unlink(missing_ok=True)
     return pixels.remote_bytes
 
 

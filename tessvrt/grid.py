@@ -32,11 +32,14 @@ def _to_lonlat(epsg: int) -> Transformer:
     return Transformer.from_crs(epsg, 4326, always_xy=True)
 
 
+def utm_zone(lon: float) -> int:
+    """UTM zone number 1-60 of a longitude (no Norway/Svalbard exceptions, as upstream)."""
+    return min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
+
+
 def utm_epsg(lon: float, lat: float) -> int:
-    """UTM zone EPSG code of a point (no Norway/Svalbard exceptions, as upstream)."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) + 1
-    zone = min(max(zone, 1), 60)
-    return (32600 if lat >= 0 else 32700) + zone
+    """UTM zone EPSG code of a point (326NN north of the equator, 327NN south)."""
+    return (32600 if lat >= 0 else 32700) + utm_zone(lon)
 
 
 def zone_label(epsg: int) -> str:

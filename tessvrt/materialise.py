@@ -36,7 +36,7 @@ from .grid import Ownership, Tile, TileGrid, Window, ownerships
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import read_record
 from .source import npy
-from .source.s3 import DEFAULT_REGION, Endpoint, Pool, S3Location, fetch_range, public_url
+from .source.s3 import DEFAULT_REGION, Endpoint, Pool, S3Location, fetch_range
 from .vrt import BANDS
 
 # bytes the float32 buffer of one chunk (blocksize rows x some block columns x bands) may use
@@ -222,8 +222,7 @@ def _write_outputs(out: Path, labels: list[str], windows: list[Window], jobs: Ca
                                f"{'choose another output' if p.is_dir() else 'pass --overwrite to replace it'}")
     with TargetLock(targets):
         clean_stale(parent, targets)
-        _check_space(parent, [{"window": {"width": w.width, "height": w.height}} for w in windows], len(band_list),
-                     cog.compress)
+        _check_space(parent, windows, len(band_list), cog.compress)
         plans, remote = jobs()
         total = sum(w.width * w.height for w in windows) * len(band_list) * 4
         meter = _Meter(total, progress)
@@ -279,20 +278,20 @@ def _metadata(rec: dict, zone: dict, tiles: list[ZoneTile]) -> dict[str, str]:
         "TESSERA_YEAR": str(rec["year"]),
         "TESSVRT_TILES": ",".join(t.name for t in tiles),
         "TESSVRT_MISSING_TILES": ",".join(rec.get("missing", [])),
-        "TESSVRT_SOURCE": public_url(str(rec["manifest"]))[0],  # records of older builds may hold a signed URL
+        "TESSVRT_SOURCE": str(rec["manifest"]),  # build stores it without user-info or query string
         "TESSVRT_VERSION": __version__,
         "TESSVRT_ZONE": f"EPSG:{zone['epsg']}",
     }
 
 
-def _check_space(parent: Path, zones: list[dict], nb: int, compress: str) -> None:
+def _check_space(parent: Path, windows: list[Window], nb: int, compress: str) -> None:
     """Refuse up front when the temporaries and the outputs cannot fit on disk.
 
     Per zone: compressed full resolution, uncompressed overview picks (1/3 of float32), and the
     assembled COG (a second copy of the compressed data) until the first is deleted.
     """
     ratio = 1.0 if compress == "none" else 0.75  # measured 0.65 with zstd on embedding-like data
-    f32 = [z["window"]["width"] * z["window"]["height"] * nb * 4 for z in zones]
+    f32 = [w.width * w.height * nb * 4 for w in windows]
     need = sum(f * 4 / 3 * ratio for f in f32) + max(f / 3 + f * 4 / 3 * ratio for f in f32)
     free = shutil.disk_usage(parent).free
     if need > free:
@@ -327,7 +326,7 @@ def _write_zone(target: Path, win: Window, pixels: PixelSource, bands: list[int]
     from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window as RioWindow
 
-    tmp = tmp_path(target)
+    tmp, done = tmp_path(target), tmp_path(target, ".done.tif")
     main, final = tmp.with_name(tmp.name + ".main.tif"), tmp.with_name(tmp.name + ".tif")
     bs = cog.blocksize
     cw = chunk_width(win.width, len(bands), bs)
@@ -368,11 +367,10 @@ def _write_zone(target: Path, win: Window, pixels: PixelSource, bands: list[int]
                 rio_copy(path, level_files[-1], driver="GTiff", **tiled)
                 path.unlink()
         assemble(final, read_image(main), [read_image(p) for p in level_files])
-        os.replace(final, tmp_path(target, ".done.tif"))  # published with the other zones by materialise()
+        os.replace(final, done)  # published with the other zones by _write_outputs()
     finally:
         if ovs is not None:
             ovs.remove()
-        done = tmp_path(target, ".done.tif")
         # every temporary of this zone, also those an interrupted Overviews() made before it was assigned
         for p in tmp.parent.glob(glob.escape(tmp.name) + "*"):
             if p != done:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import scales
 from .errors import TessvrtError
-from .grid import PIXEL, Window, utm_epsg
+from .grid import PIXEL, Window, _to_utm, utm_epsg, utm_zone
 from .materialise import ZoneJob
 from .source import datasets
 from .source.datasets import Dataset
@@ -137,10 +137,8 @@ def open_store(dataset: str, source: str | None = None, endpoint: str | None = N
 def region_windows(west: float, south: float, east: float, north: float) -> list[Window]:
     """A lon/lat box cut at zone edges and the equator, each part the pixels whose centres lie in its
     UTM envelope (upstream read_region's contract: edges densified, bounds inclusive), on 326NN/327NN."""
-    from pyproj import Transformer
-
     out = []
-    z0, z1 = _zone(west), _zone(east)
+    z0, z1 = utm_zone(west), utm_zone(east)
     for z in range(z0, z1 + 1):
         w, e = max(west, -180.0 + 6 * (z - 1)), min(east, -180.0 + 6 * z)
         if e <= w:
@@ -148,15 +146,13 @@ def region_windows(west: float, south: float, east: float, north: float) -> list
         for s, n, base in ((max(south, 0.0), north, 32600), (south, min(north, 0.0), 32700)):
             if n <= s:
                 continue
-            env = Transformer.from_crs(4326, base + z, always_xy=True).transform_bounds(w, s, e, n, densify_pts=21)
+            env = _to_utm(base + z).transform_bounds(w, s, e, n, densify_pts=21)
             win = Window.covering(base + z, *env)
             if win.width and win.height:
                 out.append(win)
     return out
 
 
-def _zone(lon: float) -> int:
-    return min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
 
 
 @dataclass
@@ -292,8 +288,6 @@ def status_of(s: float) -> str:
 
 def point_pixel(lon: float, lat: float, epsg: int | None = None) -> tuple[int, int, int]:
     """(epsg, col I, row J) of the 10 m pixel containing a point, in its UTM zone (or epsg)."""
-    from .grid import _to_utm
-
     epsg = epsg or utm_epsg(lon, lat)
     e, n = _to_utm(epsg).transform(lon, lat)
     return epsg, math.floor(e / PIXEL), math.floor(n / PIXEL)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +19,6 @@ import numpy as np
 from . import scales
 from .errors import TessvrtError
 from .grid import PIXEL, Window, _to_utm, utm_epsg, utm_zone
-from .materialise import ZoneJob
 from .source import datasets
 from .source.datasets import Dataset
 from .source.s3 import Endpoint, Pool
@@ -208,114 +206,6 @@ def region_windows(west: float, south: float, east: float, north: float) -> list
 
 
 
-@dataclass
-class Counts:
-    """What a read found: pixels not computed yet (+inf scales) and pixels beyond the store's grid."""
-
-    not_computed: int = 0
-    outside: int = 0
-
-
-class ZarrPixels:
-    """A zone window's pixels from a store, for materialise's zone writer: fetch() starts reading an
-    output chunk (shard indexes, then coalesced chunk GETs on the fetch pool, planned on a small
-    coordinating pool so fetch threads never wait on each other), chunk() dequantises it."""
-
-    def __init__(self, group: ZoneGroup, t: int, win: Window):
-        self.group, self.t, self.win = group, t, win
-        self.row0, self.col0 = group.offset(win)
-        self.counts = Counts()
-        self._start = group.embeddings.store.traffic.bytes
-        self._plan: Pool | None = None  # made on the first fetch, closed by close()
-
-    @property
-    def remote_bytes(self) -> int:
-        return self.group.embeddings.store.traffic.bytes - self._start
-
-    def missing(self) -> list[str]:
-        return []
-
-    def close(self, wait: bool = True) -> None:
-        """End the planning threads; wait=False (an error or interrupt) leaves without waiting for reads."""
-        if self._plan is not None:
-            self._plan.close(wait)
-
-    def fetch(self, pool: Pool | Executor, y0: int, x0: int, h: int, w: int, prev: object = None) -> tuple:
-        """Start reading output rows [y0, y0+h) x cols [x0, x0+w) (clipped to the window); a handle for chunk()."""
-        g = self.group
-        h, w = min(h, self.win.height - y0), min(w, self.win.width - x0)
-        r0, c0 = self.row0 + y0, self.col0 + x0
-        rs, cs = slice(max(r0, 0), min(r0 + h, g.height)), slice(max(c0, 0), min(c0 + w, g.width))
-        if rs.stop <= rs.start or cs.stop <= cs.start:
-            return None, None, rs, cs
-        if self._plan is None:
-            self._plan = Pool(4, "tessvrt-zarr")
-        emb = self._plan.submit(g.embeddings.read, (slice(self.t, self.t + 1), slice(0, BANDS), rs, cs), pool)
-        sc = self._plan.submit(g.scales.read, (slice(self.t, self.t + 1), rs, cs), pool)
-        return emb, sc, rs, cs
-
-    def chunk(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
-        """(bands, h, w) float32: int8 x scale where the scale is valid, NaN elsewhere and beyond the grid."""
-        emb_f, sc_f, rs, cs = pending
-        out = np.full((len(bands), h, w), np.nan, np.float32)
-        if emb_f is None:
-            self.counts.outside += h * w
-            return out
-        emb, sc = emb_f.result()[0], sc_f.result()[0]
-        oy, ox = rs.start - (self.row0 + y0), cs.start - (self.col0 + x0)
-        self.counts.outside += h * w - sc.size
-        self.counts.not_computed += int(np.isposinf(sc).sum())
-        dequantise_into(cpu, out[:, oy:oy + sc.shape[0], ox:ox + sc.shape[1]], emb, sc, bands)
-        return out
-
-
-def dequantise_into(cpu: Pool | Executor | None, out: np.ndarray, emb: np.ndarray, sc: np.ndarray, bands: list[int]) -> None:
-    """out (bands, h, w) = int8 x scale (float32, bit for bit numpy's), NaN where the scale is invalid."""
-    sel = None if bands == list(range(1, BANDS + 1)) else np.asarray(bands) - 1
-    s = np.where(scales.valid(sc), sc, np.float32(np.nan))
-
-    def rows(a: int, b: int) -> None:
-        e = emb[:, a:b] if sel is None else emb[sel, a:b]
-        np.multiply(e, s[None, a:b], out=out[:, a:b])
-
-    h = out.shape[1]
-    step = max(1, -(-h // 8))
-    parts = [(a, min(a + step, h)) for a in range(0, h, step)]
-    if cpu is None:
-        for a, b in parts:
-            rows(a, b)
-    else:
-        list(cpu.map(lambda ab: rows(*ab), parts))
-
-
-def plan_region(dataset: str, bbox: str | tuple[float, float, float, float], year: int, source: str | None = None,
-                endpoint: str | None = None) -> tuple[TesseraStore, list[ZoneJob]]:
-    """The per-zone outputs of a lon/lat box from a dataset's store, every check done before a pixel is read:
-    a store not shaped like TESSERA's, a missing zone group or a year not in the store is one TessvrtError."""
-    from . import __version__
-    from .build import BBox
-    from .grid import zone_label
-
-    box = BBox.parse(bbox) if isinstance(bbox, str) else BBox(*bbox)
-    ts = open_store(dataset, source, endpoint)
-    jobs = []
-    for win in region_windows(box.west, box.south, box.east, box.north):
-        g = ts.require(win.epsg % 100)
-        t = g.time_index(year, f"{ts.uri}/{g.name}")
-        r, c = g.offset(win)
-        if r >= g.height or c >= g.width or r + win.height <= 0 or c + win.width <= 0:
-            continue  # beyond the group's grid: the store holds nothing there
-        meta = {"TESSERA_DATASET": ts.dataset.name, "TESSERA_DATASET_VERSION": ts.dataset.version,
-                "TESSERA_VARIANT": ts.dataset.variant, "TESSERA_YEAR": str(year), "TESSVRT_SOURCE": f"{ts.uri}/{g.name}",
-                "TESSVRT_BBOX": f"{box.west:g},{box.south:g},{box.east:g},{box.north:g}",
-                "TESSVRT_VERSION": __version__, "TESSVRT_ZONE": f"EPSG:{win.epsg}"}
-        jobs.append(ZoneJob(zone_label(win.epsg), win, ZarrPixels(g, t, win), meta))
-    if not jobs:
-        raise TessvrtError(f"{ts.uri} holds nothing in --bbox {box.west:g},{box.south:g},{box.east:g},{box.north:g} "
-                           "(the region lies beyond its zone grids); choose a region the dataset covers")
-    return ts, jobs
-
-
 @dataclass(slots=True)
 class Point:
     """A sampled pixel: where it is and what the store holds there."""
@@ -457,5 +347,4 @@ def _gather(arr: Array, t: int, chunk: tuple[int, int], pts: np.ndarray, r: np.n
         land()
 
 
-__all__ = ["open_store", "region_windows", "plan_region", "ZarrPixels", "TesseraStore", "ZoneGroup", "sample_store", "Point",
-           "status_of", "point_pixel", "dequantise_into"]
+__all__ = ["open_store", "region_windows", "TesseraStore", "ZoneGroup", "sample_store", "Point", "status_of", "point_pixel"]

@@ -74,9 +74,10 @@ def test_narrow_chunks_stay_exact(vrts, bucket_root, tmp_path, monkeypatch):
     import importlib
 
     mat = importlib.import_module("tessvrt.materialise")
-    monkeypatch.setattr(mat, "MEMORY_BUDGET", 1)  # the smallest chunk: one block
+    writer = importlib.import_module("tessvrt.cog.write")
+    monkeypatch.setattr(writer, "MEMORY_BUDGET", 1)  # the smallest chunk: one block
     rec = load_record(vrts["block"])
-    assert mat.chunk_width(rec["zones"][0]["window"]["width"], 2, 64) == 64
+    assert writer.chunk_width(rec["zones"][0]["window"]["width"], 2, 64) == 64
     out = tmp_path / "thin.tif"
     res = mat.materialise(vrts["block"], out, bands="128,5", blocksize=64, compress="none")
     assert res.files == [out] and res.remote_bytes > 0

@@ -86,8 +86,9 @@ def refused(srv: MotoServer, tmp_path: Path, needle: str, *, command: str = "mat
     if command == "materialise":
         args = ["materialise", str(out / "x.tif"), "--dataset", "v1.1-dclimate", "--bbox", pixel_box(4060, 4120, 4050, 4130),
                 "--year", "2024", "--endpoint", srv.url]
-    else:
-        args = ["sample", "--dataset", "v1.1-dclimate", "--year", "2024", "--endpoint", srv.url, pixel_point(4100, 4100)]
+    else:  # "sample" or "sample --dataset NAME"
+        dataset = command.split()[-1] if " " in command else "v1.1-dclimate"
+        args = ["sample", "--dataset", dataset, "--year", "2024", "--endpoint", srv.url, pixel_point(4100, 4100)]
     t0 = time.monotonic()
     p = run_cli(*args, check=False)
     took = time.monotonic() - t0
@@ -292,3 +293,18 @@ def test_complex_time_is_refused(srv, base, tmp_path):
     _time_array(store, np.array([2023 + 0j, 2024 + 0j], np.complex64))
     publish(srv, store)
     refused(srv, tmp_path, "utm31/time: data type complex64 is not years", command="sample")
+
+
+# the sample service's message for a dataset with no store
+
+
+def test_no_store_names_the_key_and_what_the_bucket_holds(srv, base, tmp_path):
+    """Old message: "no Zarr store at s3://.../v1.1 ...; check --source and --endpoint", which blamed the wrong thing."""
+    publish(srv, base)
+    srv.put(f"s3://{BUCKET}/tessera/tessera/npy/v1/manifest.parquet", b"PAR1")  # an npy dataset beside the store
+    try:
+        msg = refused(srv, tmp_path, f"asked for s3://{BUCKET}/tessera/tessera/zarr/v1.1/zarr.json: not found",
+                      command="sample --dataset v1.1-cam")
+    finally:
+        srv.client.delete_object(Bucket=BUCKET, Key="tessera/tessera/npy/v1/manifest.parquet")
+    assert "Zarr stores: v1.1-dclimate (--dataset v1.1-dclimate); npy datasets (--format npy): v1;" in msg, msg

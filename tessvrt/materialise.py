@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .cog.profiles import CogProfile
 from .cog.write import write_cog
@@ -42,6 +43,7 @@ class MaterialiseResult:
     outside: int = 0  # Zarr: region pixels beyond the store's zone grids, written as NaN
     not_written: int = 0  # Zarr: pixels with a valid scale whose embeddings chunk or shard is absent, written as NaN
     requests: int = 0  # Zarr: GETs made (metadata, shard indexes, coalesced chunk ranges)
+    collection: Any = None  # a COG collection's CollectionResult (pieces written and skipped)
 
     @property
     def mb_per_s(self) -> float:
@@ -91,19 +93,43 @@ def materialise(
     progress: Callable[[int, int], None] | None = None,
     threads: int = 8,
     allow_missing: bool = False,
+    workers: int | None = None,
+    dask: str | None = None,
+    piece_size: int | None = None,
+    output_endpoint: str | None = None,
 ) -> MaterialiseResult:
     """Write the VRT's embeddings as float32 COGs, one per UTM zone; returns what was written.
 
     Without a VRT, `materialise("out.tif", dataset="v1.1-dclimate", bbox="W,S,E,N", year=2024)` writes the
     region from the dataset's Zarr store (upstream's main format): the same outputs, no build.
-    threads: parallel ranged GETs per zone.
+    threads: parallel ranged GETs per zone (per piece).
+
+    An output that is a folder or an s3:// prefix gets a COG collection (tessvrt.collection): the
+    region cut into aligned pieces of piece_size pixels, written by Dask workers (`workers` local
+    processes, or the scheduler at `dask`) or, with neither, here; same bytes either way.
     """
+    from .collection import PIECE, is_collection, materialise_collection
+
     t0 = time.perf_counter()
     cog = CogProfile(compress, level, blocksize, overviews)
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
     out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing)
+    collection = is_collection(out)
+    if not collection and (workers is not None or dask is not None or piece_size is not None):
+        raise TessvrtError(f"--workers, --dask and --piece-size write a COG collection: give a folder or an "
+                           f"s3://bucket/prefix/ as the output instead of {out}")
     try:
-        targets, stats, total = _write_outputs(out, jobs, band_list, cog, overwrite, progress, threads)
+        if collection:
+            col = materialise_collection(jobs, out, band_list, cog, piece_size=piece_size or PIECE, overwrite=overwrite,
+                                         workers=workers, dask=dask, output_endpoint=output_endpoint,
+                                         progress=progress, threads=threads)
+            st = col.stats
+            return MaterialiseResult([Path(col.target) / f for f in col.files] if not col.target.startswith("s3://")
+                                     else [], col.bytes_written, time.perf_counter() - t0, st.remote_bytes, tiles,
+                                     output_float32_bytes=col.float32_bytes, missing=st.missing,
+                                     not_computed=st.not_computed, outside=st.outside, requests=st.requests,
+                                     collection=col)
+        targets, stats, total = _write_outputs(Path(out), jobs, band_list, cog, overwrite, progress, threads)
     finally:
         for j in jobs:
             j.spec.release()
@@ -115,7 +141,7 @@ def materialise(
 
 def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, dataset: str | None,
          bbox: str | tuple[float, float, float, float] | None, year: int | None, source: str | None,
-         endpoint: str | None, allow_missing: bool = False) -> tuple[Path, list[ZoneJob], list[str]]:
+         endpoint: str | None, allow_missing: bool = False) -> tuple[str, list[ZoneJob], list[str]]:
     """(output, zone jobs, tile names) of either form: a VRT and an output, or an output and a Zarr region."""
     if output is None or dataset is not None or bbox is not None or year is not None:
         if output is not None and vrt_path is not None:
@@ -126,10 +152,10 @@ def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, d
                                "and --year (e.g. tessvrt materialise out.tif --dataset v1.1-dclimate --bbox "
                                "-0.2,51.4,0.1,51.6 --year 2024)")
         _, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
-        return Path(output if output is not None else vrt_path), jobs, []  # type: ignore[arg-type]
+        return str(output if output is not None else vrt_path), jobs, []
     rec = read_record(vrt_path)  # type: ignore[arg-type]
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
-    return Path(output), npy_jobs(rec, ep, allow_missing), [t["name"] for t in rec["tiles"]]
+    return str(output), npy_jobs(rec, ep, allow_missing), [t["name"] for t in rec["tiles"]]
 
 
 def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: CogProfile, overwrite: bool,

@@ -6,8 +6,9 @@ reader in the process that uses it (a Dask worker opens its own connections). ma
 piece writer of a distributed run and `open_region` all read through this one interface.
 """
 
-from .base import PixelSource, Stats, ZoneJob, read_window
+from .base import PixelSource, Spec, Stats, ZoneJob, open_source, read_window
 from .npy import NpySpec, NpyTile, npy_jobs
 from .zarr import ZarrSpec, zarr_jobs
 
-__all__ = ["PixelSource", "Stats", "ZoneJob", "read_window", "NpySpec", "NpyTile", "npy_jobs", "ZarrSpec", "zarr_jobs"]
+__all__ = ["PixelSource", "Spec", "open_source", "Stats", "ZoneJob", "read_window", "NpySpec", "NpyTile", "npy_jobs",
+           "ZarrSpec", "zarr_jobs"]

@@ -59,7 +59,34 @@ class Spec(Protocol):
 
     def covers(self, win: Window) -> bool: ...
 
+    def part(self, win: Window) -> Spec: ...
+
     def release(self) -> None: ...
+
+
+@dataclass
+class _Nothing:
+    """A window no source covers: all NaN, nothing read (a piece of a region beyond every tile)."""
+
+    def check(self, threads: int) -> int:
+        return 0
+
+    def fetch(self, pool: Pool, y0: int, x0: int, bs: int, cw: int, prev: Any) -> None:
+        return None
+
+    def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
+        return np.full((len(bands), h, w), np.nan, np.float32)
+
+    def stats(self) -> Stats:
+        return Stats()
+
+    def close(self, wait: bool = True) -> None:
+        pass
+
+
+def open_source(spec: Spec, win: Window) -> PixelSource:
+    """The reader of a window: the spec's, or an all-NaN one where the spec covers nothing."""
+    return spec.open(win) if spec.covers(win) else _Nothing()
 
 
 @dataclass
@@ -78,10 +105,7 @@ def read_window(spec: Spec, win: Window, bands: list[int] | None = None, threads
     The same fetch/chunk path as the zone writer, so a window read here equals materialise's pixels.
     """
     band_list = bands or list(range(1, BANDS + 1))
-    out = np.full((len(band_list), win.height, win.width), np.nan, np.float32)
-    if not spec.covers(win):
-        return out
-    src = spec.open(win)
+    src = open_source(spec, win)
     ok = False
     try:
         src.check(threads)

@@ -59,6 +59,9 @@ class ZarrSpec:
         grid = Window(self.epsg, self.col0, self.row0, self.width, self.height)
         return grid.intersection(win) is not None
 
+    def part(self, win: Window) -> ZarrSpec:
+        return self  # the store is opened by name: nothing to narrow
+
     def release(self) -> None:
         """Close this run's store in this process (its shard indexes are dropped)."""
         forget(self.token)

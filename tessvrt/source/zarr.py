@@ -140,9 +140,13 @@ def _ints(values: object, what: str, least: int) -> tuple[int, ...]:
 
 def _fill(value: object, dtype: np.dtype) -> object:
     if isinstance(value, str):
-        if value in _FILL:
+        if value in _FILL and dtype.kind == "f":
             return _FILL[value]
-        raise ZarrError(f"fill_value {value!r} is not supported")
+        raise ZarrError(f"fill_value {value[:40]!r} is not supported for {dtype}")
+    if dtype.kind == "c" and isinstance(value, list) and len(value) == 2:  # [real, imaginary]
+        return dtype.type(complex(*(_fill(v, np.dtype("f8")) for v in value)))
+    if not isinstance(value, int | float) or isinstance(value, bool) and dtype.kind != "b":
+        raise ZarrError(f"fill_value {str(value)[:40]} is not a number")
     return dtype.type(value)
 
 

@@ -198,6 +198,7 @@ def _shape_t(meta: dict) -> None:
     ("root zarr.json a JSON list", "v1.1-dclimate/zarr.json is not Zarr v3 metadata (a JSON list"),
     ("deeply nested JSON", "utm31/scales/zarr.json is not JSON that tessvrt can read"),
     ("attributes a list", "utm31/zarr.json: attributes are a JSON list"),
+    ("NaN fill on int8", "utm31/embeddings/zarr.json: fill_value 'NaN' is not supported for int8"),
 ])
 def test_bad_metadata_is_one_line(srv, base, tmp_path, case, needle):
     """Old code: ZeroDivisionError, MemoryError (3.6 TiB), ValueError (int(nan)), AttributeError inside the error
@@ -216,6 +217,8 @@ def test_bad_metadata_is_one_line(srv, base, tmp_path, case, needle):
         (store / "zarr.json").write_text('["zarr_format", 3]')
     elif case == "deeply nested JSON":
         (store / "utm31/scales/zarr.json").write_text("[" * 200_000 + "]" * 200_000)
+    elif case == "NaN fill on int8":
+        edit(store, "utm31/embeddings", lambda m: m.update(fill_value="NaN"))
     elif case == "attributes a list":
         edit(store, "utm31", lambda m: m.update(attributes=["geoemb:model"]))
     publish(srv, store)

@@ -244,11 +244,11 @@ class Array:
             self._dt = _bytes_endian(head, self.dtype)
             if len(self.outer) != len(self.shape) or (self.inner and len(self.inner) != len(self.shape)):
                 raise ZarrError("chunk shape and array shape differ in rank")
+        except ZarrError as exc:  # before ValueError, its base
+            raise TessvrtError(f"{what}/zarr.json: {exc}") from None
         except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError) as exc:
             detail = str(exc).strip()[:120] or type(exc).__name__
             raise TessvrtError(f"{what}/zarr.json: not readable Zarr v3 array metadata ({detail})") from None
-        except ZarrError as exc:
-            raise TessvrtError(f"{what}/zarr.json: {exc}") from None
         self._lock = threading.Lock()
         self._indexes: OrderedDict[tuple[int, ...], Future] = OrderedDict()
 

@@ -92,8 +92,17 @@ def materialise(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
     as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
     allow_missing: bool = typer.Option(False, help="Write NaN for tile objects that are gone (404/403) instead of failing"),
+    workers: int | None = typer.Option(None, metavar="N", help="Run on a local Dask cluster of N worker processes "
+                                       "(output: a folder or s3:// prefix)"),
+    dask: str | None = typer.Option(None, metavar="ADDRESS", help="Run on the Dask scheduler at ADDRESS, e.g. "
+                                    "tcp://host:8786 (output: a folder or s3:// prefix)"),
+    piece_size: int | None = typer.Option(None, metavar="PIXELS", help="Collection piece size in pixels (default 4096)"),
+    output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
 ) -> None:
     """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly.
+
+    An output folder or s3://bucket/prefix/ gets a COG collection instead: aligned pieces, one COG each, with
+    a VRT and a GTI index per zone that GDAL opens as one raster; a rerun finishes an interrupted one.
 
     From a VRT (tessvrt build): materialise london.vrt out.tif. From a dataset's Zarr store, no VRT:
     materialise out.tif --dataset v1.1-dclimate --bbox -0.2,51.4,0.1,51.6 --year 2024.
@@ -108,20 +117,27 @@ def materialise(
     try:
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, bands=bands, compress=compress,
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
-                  progress=None if quiet else progress_printer(), allow_missing=allow_missing)
+                  progress=None if quiet else progress_printer(), allow_missing=allow_missing, workers=workers,
+                  dask=dask, piece_size=piece_size, output_endpoint=output_endpoint)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; no output was written (run the same command again to restart)", 130)
     if res.missing:
         typer.echo(f"tiles gone from the bucket, written as NaN: {', '.join(res.missing)}", err=True)
+    col = res.collection
     if as_json:
-        typer.echo(json.dumps({"files": [str(p) for p in res.files], "bytes": res.bytes_written, "seconds": round(res.seconds, 2),
+        extra = {} if col is None else {"collection": col.target, "pieces": col.pieces, "pieces_written": col.written,
+                                        "pieces_skipped": col.skipped}
+        typer.echo(json.dumps({**extra, "files": [str(p) for p in res.files], "bytes": res.bytes_written,
+                               "seconds": round(res.seconds, 2),
                                "remote_bytes": res.remote_bytes, "mb_per_s": round(res.mb_per_s, 1),
                                "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside}))
         return
     for p in res.files:
         typer.echo(f"wrote {p}")
+    if col is not None:
+        typer.echo(f"{col.target}: {col.pieces} piece(s), {col.written} written, {col.skipped} already complete", err=True)
     if res.not_computed or res.outside:
         typer.echo(f"{res.not_computed:,} pixel(s) of the region not computed yet by upstream and {res.outside:,} beyond "
                    "the store's zone grids: written as NaN", err=True)

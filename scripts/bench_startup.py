@@ -27,6 +27,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 YARDSTICK = "import rasterio, pandas, pyarrow, botocore"
+# `python -m tessvrt ARGS` with the tessvrt of sys.argv[1] (both sides the same way): the editable install's
+# finder would otherwise serve the work tree's package to both
+LAUNCH = ("import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+          "getattr(f, '__module__', '')]; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'tessvrt'; "
+          "runpy.run_module('tessvrt', run_name='__main__', alter_sys=True)")
 
 
 def extract(rev: str, folder: Path) -> Path:
@@ -70,11 +75,13 @@ def main() -> None:
         old = extract(args.before, Path(tmp) / "before")
         vrt = args.vrt or sample_vrt(Path(tmp))
         base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        envs = {"after": {**base, "PYTHONPATH": str(REPO)}, "before": {**base, "PYTHONPATH": str(old)}}
-        for name, env in envs.items():  # each side imports its own copy of tessvrt
-            where = subprocess.run([sys.executable, "-c", "import tessvrt; print(tessvrt.__file__)"], env=env,
-                                   capture_output=True, text=True, check=True).stdout.strip()
-            print(f"{name}: {where}")
+        roots = {"after": str(REPO), "before": str(old)}
+        for side, root in roots.items():  # each side imports its own copy of tessvrt
+            probe = LAUNCH.replace("runpy.run_module('tessvrt', run_name='__main__', alter_sys=True)",
+                                   "import tessvrt; print(tessvrt.__file__)")
+            where = subprocess.run([sys.executable, "-c", probe, root], env=base, capture_output=True, text=True,
+                                   check=True).stdout.strip()
+            print(f"{side} ({args.before if side == 'before' else 'work tree'}): {where}")
         commands = {"--help": ["--help"], "datasets": ["datasets"], "info": ["info", str(vrt)]}
         yard = [sys.executable, "-c", YARDSTICK]
         print(f"{args.runs} runs each, whole process, seconds (python {sys.version.split()[0]}, {os.cpu_count()} cores, "
@@ -84,12 +91,12 @@ def main() -> None:
         t_yard: list[float] = []
         for label, argv in commands.items():
             times: dict[str, list[float]] = {"after": [], "before": []}
-            cmd = [sys.executable, "-m", "tessvrt", *argv]
-            timed(cmd, envs["after"])  # warm the page cache and .pyc files
-            timed(cmd, envs["before"])
+            cmds = {side: [sys.executable, "-c", LAUNCH, root, *argv] for side, root in roots.items()}
+            for cmd in cmds.values():
+                timed(cmd, base)  # warm the page cache and .pyc files
             for _ in range(args.runs):
-                for side in ("after", "before"):
-                    times[side].append(timed(cmd, envs[side]))
+                for side, cmd in cmds.items():
+                    times[side].append(timed(cmd, base))
                 t_yard.append(timed(yard, base))
             a, b = times["after"], times["before"]
             ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))

@@ -51,7 +51,8 @@ def build(
     output: Path = typer.Option(..., "-o", "--output", metavar="FILE.vrt", help="VRT to write, e.g. london.vrt"),
     year: int = typer.Option(..., metavar="YEAR", help="Embedding year, e.g. 2024"),
     bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="W,S,E,N in degrees, longitude first (--bbox or --tile is required)"),
-    tile: list[str] | None = typer.Option(None, metavar="LON,LAT", help="LON,LAT of a tile centre, repeatable (--bbox or --tile is required)"),
+    tile: list[str] | None = typer.Option(None, metavar="LON,LAT",
+                                          help="LON,LAT of a tile centre, repeatable (--bbox or --tile is required)"),
     dataset: str = typer.Option("v1", metavar="NAME", help="npy dataset: v1, v1.1-cam, v2-2B-L~beta2, ... (tessvrt datasets lists them)"),
     source: str = typer.Option("source-coop", metavar="LAYOUT", help="Bucket layout: source-coop (Source Cooperative on AWS), "
                                "gateway (https://data.source.coop) or legacy (old tessera-embeddings mirrors)"),
@@ -94,8 +95,10 @@ def build(
 def materialise(
     vrt: Path | None = typer.Argument(None, metavar="VRT", show_default=False,
                                       help="A VRT written by tessvrt build (omit it with --dataset/--bbox/--year)"),
-    output: Path | None = typer.Argument(None, metavar="OUTPUT.tif", show_default=False, help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
-    dataset: str | None = typer.Option(None, metavar="NAME", help="Without a VRT: the dataset whose Zarr store to read, e.g. v1.1-dclimate"),
+    output: Path | None = typer.Argument(None, metavar="OUTPUT.tif", show_default=False,
+                                         help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
+    dataset: str | None = typer.Option(None, metavar="NAME",
+                                       help="Without a VRT: the dataset whose Zarr store to read, e.g. v1.1-dclimate"),
     bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="Without a VRT: W,S,E,N in degrees"),
     year: int | None = typer.Option(None, metavar="YEAR", help="Without a VRT: embedding year, e.g. 2024"),
     source: str | None = typer.Option(None, metavar="LAYOUT", help="Without a VRT: bucket layout, source-coop (default) or gateway"),
@@ -225,17 +228,21 @@ def gdal_config(
 
 @app.command()
 def doctor(
+    vrt: Path | None = typer.Argument(None, metavar="VRT", show_default=False,
+                                      help="A VRT: check the source and endpoint it was built with"),
     endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL, as given to gdal-config and build"),
-    source: str = typer.Option("source-coop", metavar="LAYOUT", help="Bucket layout, as for gdal-config: source-coop, gateway or legacy"),
+    source: str | None = typer.Option(None, metavar="LAYOUT",
+                                      help="Bucket layout, as for gdal-config: source-coop (default), gateway or legacy"),
 ) -> None:
     """Check that rasterio's GDAL, gdalinfo and QGIS find gdal-config's settings and can read the source.
 
-    Prints what is missing and the command that fixes it; exits 1 when something is missing.
+    Prints what is missing and the command that fixes it; exits 1 when something is missing. Run it when
+    GDAL says "ERROR 4: Unable to open /vsis3/...": `tessvrt doctor X.vrt` checks what X.vrt reads.
     """
     from .doctor import doctor as run
 
     try:
-        rep = run(endpoint=endpoint, source=source)
+        rep = run(endpoint=endpoint, source=source, vrt=vrt)
     except TessvrtError as exc:
         _fail(str(exc))
     typer.echo(f"checking {rep.source}")
@@ -253,12 +260,17 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Tiles, zones, size in pixels and remote bytes behind a VRT."""
+    from .doctor import config_hint
     from .info import info as run
 
     try:
         d = run(vrt)
     except TessvrtError as exc:
         _fail(str(exc))
+    # GDAL tools would fail on this VRT with only "ERROR 4: Unable to open /vsis3/...": say why, and the fix
+    hint = config_hint(d["endpoint"], d["source"], d["vsi"])
+    if hint:
+        typer.echo(f"tessvrt: {hint}", err=True)
     if as_json:
         typer.echo(json.dumps(d, indent=1))
         return

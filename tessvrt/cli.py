@@ -180,17 +180,20 @@ def sample(
     """The dequantised values at points, with a status: valid, water, nodata (not computed yet), invalid, outside."""
     from .materialise import parse_bands
     from .sample import read_points, to_csv, to_rows
-    from .sample import sample as run
+    from .sample import sample_with_hint as run
 
     _handle_signals()
     try:
         pts = list(points or []) + (read_points(points_file) if points_file else [])
         band_list = parse_bands(bands)
-        res = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint, manifest=manifest)
+        res, hint = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint,
+                        manifest=manifest)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; nothing was printed (run the same command again)", 130)
+    if hint:
+        typer.echo(f"tessvrt: {hint}", err=True)
     rows = to_rows(res, band_list)
     typer.echo(json.dumps(rows) if as_json else to_csv(rows), nl=as_json)
 

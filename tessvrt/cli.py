@@ -16,19 +16,23 @@ def _handle_signals() -> None:
         signal.signal(sig, _interrupt)
 
 
-# Installed before anything slow is imported: a signal during start-up (typer, then each command's
-# numpy/pandas/rasterio) would otherwise kill with the default action instead of exiting 130.
-_handle_signals()
-try:
-    import json
-    from pathlib import Path
-
-    import typer
-
-    from .errors import TessvrtError
-except KeyboardInterrupt:
+def _exit_130(signum: int, frame: object) -> None:
+    """Start-up's handler: nothing is written yet, so stop at once (SystemExit leaves even a half-done import cleanly)."""
     sys.stderr.write("tessvrt: interrupted\n")
-    sys.exit(130)
+    raise SystemExit(130)
+
+
+# Installed before anything slow is imported (typer here, then each command's numpy/pandas/rasterio):
+# otherwise a signal in the first second kills with the default action instead of exiting 130.
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_sig, _exit_130)
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import typer  # noqa: E402
+
+from .errors import TessvrtError  # noqa: E402
 
 # rich_markup_mode=None: click's plain help (importing rich's help renderer costs ~0.3 s of start-up)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -323,7 +327,8 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 
 
 def main() -> None:
-    _handle_signals()  # again: importing this module installed them, but a caller may have reset them
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _handle_signals()  # from here on a signal is a KeyboardInterrupt: commands clean up, typer exits 130
     try:
         app()
     except KeyboardInterrupt:

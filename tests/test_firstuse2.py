@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from tessvrt.errors import TessvrtError, human_bytes
+from tessvrt import errors
+from tessvrt.errors import TessvrtError
 from tessvrt.publish import TargetLock
-from tessvrt.sample import read_points, swap_hint
+from tessvrt.sample import read_points
 from tessvrt.zarrstore import Point
 
 BBOX = ["--bbox", "4.0,88.0,4.3,88.3", "--year", "2024"]
@@ -206,6 +207,8 @@ def test_sample_hints_when_points_look_like_lat_lon(s3):
 
 
 def test_swap_hint_needs_an_outside_point_that_swaps_inside():
+    from tessvrt.sample import swap_hint
+
     inside = {(4.05, 88.25)}.__contains__
     pts = [Point(88.25, 4.05, "outside"), Point(4.05, 88.25, "valid"), Point(120.0, 4.05, "outside")]
     assert swap_hint(pts, lambda lon, lat: inside((lon, lat))) == (
@@ -350,7 +353,7 @@ def test_gdal_config_on_a_symlink_loop(tmp_path):
     (2_500_000_000_000, "2,500.0 GB"),
 ])
 def test_human_bytes(n, text):
-    assert human_bytes(n) == text
+    assert errors.human_bytes(n) == text
 
 
 def test_json_of_info_names_the_source(block, s3):

@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
-from pyproj import Transformer
+
+if TYPE_CHECKING:  # pyproj is imported by the first transform: `tessvrt info` never needs it
+    from pyproj import Transformer
 
 PIXEL = 10.0  # metres
 CELL_HUNDREDTHS = 10  # a tile cell is 0.1 degree = 10 hundredths
@@ -24,11 +27,15 @@ _EXACT_TOL = 0.05  # metres; pixel centres closer than this to a traced edge are
 
 @cache
 def _to_utm(epsg: int) -> Transformer:
+    from pyproj import Transformer
+
     return Transformer.from_crs(4326, epsg, always_xy=True)
 
 
 @cache
 def _to_lonlat(epsg: int) -> Transformer:
+    from pyproj import Transformer
+
     return Transformer.from_crs(epsg, 4326, always_xy=True)
 
 

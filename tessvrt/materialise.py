@@ -21,7 +21,7 @@ from typing import Any
 
 from .cog.profiles import CogProfile
 from .cog.write import write_cog
-from .errors import TessvrtError, check_name, check_output_folder
+from .errors import TessvrtError, check_name, check_output_folder, human_bytes
 from .grid import Window
 from .pixels import PixelSource, Stats, ZoneJob, npy_jobs, zarr_jobs
 from .publish import TargetLock, clean_stale, publish, tmp_path
@@ -237,8 +237,8 @@ def _check_space(parent: Path, windows: list[Window], nb: int, compress: str) ->
     need = sum(f * 4 / 3 * ratio for f in f32) + max(f / 3 + f * 4 / 3 * ratio for f in f32)
     free = shutil.disk_usage(parent).free
     if need > free:
-        raise TessvrtError(f"not enough free disk space in {parent}: materialise needs about {need / 1e9:,.1f} GB "
-                           f"(temporaries and output) and {free / 1e9:,.1f} GB are free; free space, choose another "
+        raise TessvrtError(f"not enough free disk space in {parent}: materialise needs about {human_bytes(need)} "
+                           f"(temporaries and output) and {human_bytes(free)} are free; free space, choose another "
                            "output folder or fewer --bands")
 
 

@@ -41,6 +41,7 @@ class MaterialiseResult:
     missing: list[str] = field(default_factory=list)  # tiles whose objects were gone (--allow-missing)
     not_computed: int = 0  # Zarr: region pixels the store has not computed yet (+inf scales), written as NaN
     outside: int = 0  # Zarr: region pixels beyond the store's zone grids, written as NaN
+    not_written: int = 0  # Zarr: pixels with a valid scale whose embeddings chunk or shard is absent, written as NaN
     requests: int = 0  # Zarr: GETs made (metadata, shard indexes, coalesced chunk ranges)
     collection: Any = None  # a COG collection's CollectionResult (pieces written and skipped)
 
@@ -135,7 +136,7 @@ def materialise(
     size = sum(p.stat().st_size for p in targets)
     return MaterialiseResult(targets, size, time.perf_counter() - t0, stats.remote_bytes, tiles,
                              output_float32_bytes=total, missing=stats.missing, not_computed=stats.not_computed,
-                             outside=stats.outside, requests=stats.requests)
+                             outside=stats.outside, requests=stats.requests, not_written=stats.not_written)
 
 
 def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, dataset: str | None,

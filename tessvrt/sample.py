@@ -25,7 +25,7 @@ from .grid import PIXEL, Tile, _to_lonlat, tile_grids
 from .materialise import parse_bands
 from .zarrstore import Point, open_store, point_pixel, sample_store, status_of
 
-STATUSES = ("valid", "water", "nodata", "invalid", "outside")
+STATUSES = ("valid", "water", "nodata", "invalid", "missing", "outside")
 
 
 def parse_point(text: str) -> tuple[float, float]:

@@ -6,8 +6,9 @@ gateway's bucket, as upstream's published manifests may), or the legacy layout f
 Tiles have the real geometry of the SPEC formula (high latitudes keep them small), smooth
 values, NaN water, a huge-sentinel stripe, zero scales, scales at and above upstream's 1.0
 limit, one tile with (H, W, 128) scales, one tile with an unusual .npy header, tiles across the
-UTM 31/32 boundary, southern tiles, a second year and a second dataset (v1.1-cam).
-Needs moto[server] (the `test` extra).
+UTM 31/32 boundary, southern tiles, a second year and a second dataset (v1.1-cam); and, for
+`serve` and the demo, the Zarr store v1.1-dclimate (tessvrt.zarrsample) at its real key.
+Needs moto[server] and zarr (the `test` extra).
 """
 
 from __future__ import annotations
@@ -580,8 +581,11 @@ def _recipe() -> str:
     import hashlib
     import inspect
 
-    parts = [inspect.getsource(f) for f in (sample_tiles, tile_arrays, _npy_bytes, build_sample, npy.build_header)]
-    parts += [repr(EDGE_SCALES), repr(DATASETS), repr(LIVE)]
+    from . import zarrsample
+
+    parts = [inspect.getsource(f) for f in (sample_tiles, tile_arrays, _npy_bytes, build_sample, npy.build_header,
+                                            build_zarr_sample)]
+    parts += [inspect.getsource(zarrsample), repr(EDGE_SCALES), repr(DATASETS), repr(LIVE), repr(ZARR_STORES)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -603,6 +607,7 @@ def ensure_sample(folder: Path | None = None) -> tuple[Path, bool]:
     stamp.unlink(missing_ok=True)
     shutil.rmtree(root, ignore_errors=True)
     build_sample(folder)
+    build_zarr_sample(root)
     stamp.write_text(json.dumps({"recipe": recipe}))
     return root, False
 
@@ -624,6 +629,26 @@ class _sample_lock:  # noqa: N801 - used as a context manager
         self._f.close()
 
 
+ZARR_STORES = {"v1.1-dclimate": "upstream"}  # store -> zarrsample layout served beside the npy tiles
+ZARR_BBOX = "5.9930,0.0030,5.9955,0.0060"  # inside one shard of the served store's zone 31 (near 6 E, 0 N)
+
+
+def build_zarr_sample(root: Path, stores: dict[str, str] = ZARR_STORES) -> None:
+    """Write the sample Zarr stores (tessvrt.zarrsample: upstream's layout, written by zarr-python) under the
+    bucket folder at the keys tessvrt reads, tessera/tessera/zarr/{store}/: about 4 MB and 3 s a store."""
+    import shutil
+    import warnings
+
+    from .zarrsample import write_store
+
+    for name, layout in stores.items():
+        folder = root / LIVE.zarr_prefix(next(d for d in DATASETS if d.zarr == name))
+        shutil.rmtree(folder, ignore_errors=True)
+        with warnings.catch_warnings():  # zarr-python says consolidated metadata is not in the v3 spec: upstream writes it
+            warnings.simplefilter("ignore")
+            write_store(folder, layout)
+
+
 def paste_lines(url: str, folder: Path) -> list[str]:
     """What a user pastes into another shell to use the service (README "Use" starts with these)."""
     return [f"export ENDPOINT={url}", f"export GDAL_CONFIG_FILE={folder / 'gdalrc'}",
@@ -643,8 +668,9 @@ def serve(port: int = SERVE_PORT, folder: Path | None = None) -> int:
         print(f"tessvrt: error: {msg}", file=sys.stderr)
         return 1
 
-    if importlib.util.find_spec("moto") is None:
-        return fail("the sample service needs moto's S3 server: pip install 'tessvrt[test]' (or '.[test]')")
+    for module, what in (("moto", "moto's S3 server"), ("zarr", "zarr-python (it writes the sample Zarr stores)")):
+        if importlib.util.find_spec(module) is None:
+            return fail(f"the sample service needs {what}: pip install 'tessvrt[test]' (or '.[test]')")
     folder = (folder or sample_dir()).expanduser().resolve()
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no obstacle
@@ -664,7 +690,7 @@ def serve(port: int = SERVE_PORT, folder: Path | None = None) -> int:
             srv.start()
             srv.load(root)
         print(f"sample bucket: {root} ({'reused' if reused else 'built'}; tiles at 88 N, e.g. --bbox {SAMPLE_BBOX} "
-              "--year 2024)")
+              f"--year 2024; Zarr store {', '.join(ZARR_STORES)} near 6 E, 0 N, e.g. --bbox {ZARR_BBOX})")
         print(f"local S3 server: {srv.url} (anonymous reads; Ctrl-C stops it)\n")
         print("Paste into another shell (README, section Use):")
         print("\n".join(paste_lines(srv.url, folder)), flush=True)

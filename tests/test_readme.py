@@ -25,9 +25,10 @@ import pytest
 import rasterio
 from conftest import assert_same
 
-from tessvrt.testing import SERVE_PORT, free_port
+from tessvrt.testing import LIVE, SERVE_PORT, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+BUCKET = LIVE.bucket
 
 
 def section(title: str) -> str:
@@ -154,7 +155,7 @@ def test_use_section_runs_offline(user, gdal_bin):
         assert f"http://127.0.0.1:{port}" in paste[0]
         lines = paste + offline[len(paste):]  # the printed exports (real port), then README's lines as written
 
-        ran, srcwin = [], None
+        ran, srcwin, sampled = [], None, None
         for line in lines:
             if line.startswith("export "):
                 name = words(line)[1].split("=", 1)[0]
@@ -167,10 +168,12 @@ def test_use_section_runs_offline(user, gdal_bin):
             assert p.returncode == 0, f"README command failed: {line}\n{p.stdout}\n{p.stderr}"
             _check(words(line), p, env, port, home)
             ran.append(words(line)[:2])
+            if words(line)[:2] == ["tessvrt", "sample"]:
+                sampled = p.stdout
             if words(line)[0] == "gdal_translate":
                 x, y, w, h = (int(v) for v in words(line)[2:6])  # -srcwin X Y W H
                 srcwin = ((y, y + h), (x, x + w))
-        assert ["tessvrt", "materialise"] in ran and srcwin is not None
+        assert ["tessvrt", "materialise"] in ran and srcwin is not None and sampled is not None
     finally:
         proc.send_signal(2)  # Ctrl-C
         try:
@@ -193,6 +196,53 @@ def test_use_section_runs_offline(user, gdal_bin):
     with rasterio.open(work / "rgb.tif") as d:
         assert_same(d.read(), cog3, "--bands 1,2,3 vs bands 1-3 of the full COG")
     assert (home / ".cache" / "tessvrt" / "sample" / "sample.json").is_file()  # the documented folder
+    zarr_values(offline, work, home / ".cache" / "tessvrt" / "sample" / BUCKET / "tessera/tessera/zarr/v1.1-dclimate",
+                sampled)
+
+
+def zarr_values(offline: list[str], work: Path, store: Path, sampled: str) -> None:
+    """The Zarr commands' outputs equal zarr-python's reading of the store the service served: the COG pixel for
+    pixel (NaN where the scale is invalid), each sampled point's status and 128 values."""
+    import csv
+    import io
+
+    from pyproj import Transformer
+
+    from tessvrt.zarrsample import reference
+
+    cmd = next(words(ln) for ln in offline if words(ln)[:2] == ["tessvrt", "materialise"] and "--dataset" in ln)
+    out = work / cmd[2]
+    with rasterio.open(out) as d:
+        got, t, epsg = d.read(), d.transform, d.crs.to_epsg()
+    zone = epsg % 100
+    g = zarr_group(store, zone)
+    r0, c0 = round((g["oy"] - t.f) / 10), round((t.c - g["ox"]) / 10)
+    ref, raw = reference(store, zone, 2024, slice(r0, r0 + got.shape[1]), slice(c0, c0 + got.shape[2]))
+    assert_same(got, ref, f"{out.name} vs zarr-python")
+    assert np.isfinite(got).mean() > 0.3 and np.isposinf(raw).any() and np.isnan(raw).any()
+    pts = [w for w in next(words(ln) for ln in offline if words(ln)[:2] == ["tessvrt", "sample"])[2:] if "," in w]
+    rows = list(csv.DictReader(io.StringIO(sampled)))
+    assert len(rows) == len(pts) >= 3
+    statuses = []
+    for pt, row in zip(pts, rows, strict=True):
+        lon, lat = (float(v) for v in pt.split(","))
+        x, y = Transformer.from_crs(4326, 32600 + zone, always_xy=True).transform(lon, lat)
+        r, c = int((g["oy"] - y) // 10), int((x - g["ox"]) // 10)
+        ref, raw = reference(store, zone, 2024, slice(r, r + 1), slice(c, c + 1))
+        vals = np.array([float(row[f"embedding_{b:03d}"] or "nan") for b in range(128)], np.float32)
+        assert_same(vals, ref[:, 0, 0], f"sample at {pt}")
+        s = raw[0, 0]
+        statuses.append(row["status"])
+        assert row["status"] == ("valid" if 0 < s < 1 else "water" if np.isnan(s) else "nodata" if s == np.inf else "invalid")
+    assert statuses == ["valid", "nodata", "water"], statuses  # as README's comment says
+
+
+def zarr_group(store: Path, zone: int) -> dict[str, float]:
+    """The grid origin of a zone group, from its zarr.json as upstream writes it."""
+    import json
+
+    tr = json.loads((store / f"utm{zone:02d}" / "zarr.json").read_text())["attributes"]["spatial:transform"]
+    return {"ox": tr[2], "oy": tr[5]}
 
 
 def test_real_data_block_is_the_offline_block():

@@ -23,11 +23,12 @@ class Stats:
     not_computed: int = 0  # Zarr: pixels upstream has not computed yet (+inf scales), written as NaN
     outside: int = 0  # Zarr: pixels beyond the store's zone grids, written as NaN
     missing: list[str] = field(default_factory=list)  # npy: tiles whose objects were gone (--allow-missing)
+    not_written: int = 0  # Zarr: valid scales over embeddings the store does not hold (absent chunk/shard), NaN
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(self.remote_bytes + other.remote_bytes, self.requests + other.requests,
                      self.not_computed + other.not_computed, self.outside + other.outside,
-                     sorted(set(self.missing) | set(other.missing)))
+                     sorted(set(self.missing) | set(other.missing)), self.not_written + other.not_written)
 
 
 class PixelSource(Protocol):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import TessvrtError
 from ..grid import Window, zone_label
-from ..scales import dequantise_into
+from ..scales import dequantise_into, valid
 from ..source.s3 import Pool
 from ..zarrstore import TesseraStore, ZoneGroup, open_store, region_windows
 from .base import BANDS, Stats, ZoneJob
@@ -84,6 +84,7 @@ class Counts:
 
     not_computed: int = 0
     outside: int = 0
+    not_written: int = 0  # valid scales over embeddings no stored chunk holds: NaN, never the fill value's 0.0
 
 
 class ZarrPixels:
@@ -105,7 +106,7 @@ class ZarrPixels:
     def stats(self) -> Stats:
         traffic = self.group.embeddings.store.traffic
         return Stats(traffic.bytes - self._start[0], traffic.requests - self._start[1], self.counts.not_computed,
-                     self.counts.outside)
+                     self.counts.outside, not_written=self.counts.not_written)
 
     def close(self, wait: bool = True) -> None:
         """End the planning threads; wait=False (an error or interrupt) leaves without waiting for reads."""
@@ -119,16 +120,20 @@ class ZarrPixels:
         r0, c0 = self.row0 + y0, self.col0 + x0
         rs, cs = slice(max(r0, 0), min(r0 + h, g.height)), slice(max(c0, 0), min(c0 + w, g.width))
         if rs.stop <= rs.start or cs.stop <= cs.start:
-            return None, None, rs, cs
+            return None, None, rs, cs, []
         if self._plan is None:
             self._plan = Pool(4, "tessvrt-zarr")
-        emb = self._plan.submit(g.embeddings.read, (slice(self.t, self.t + 1), slice(0, BANDS), rs, cs), pool)
+        absent: list[tuple[slice, ...]] = []  # filled by the read: parts no stored embeddings chunk holds
+        emb = self._plan.submit(g.embeddings.read, (slice(self.t, self.t + 1), slice(0, BANDS), rs, cs), pool, absent)
         sc = self._plan.submit(g.scales.read, (slice(self.t, self.t + 1), rs, cs), pool)
-        return emb, sc, rs, cs
+        return emb, sc, rs, cs, absent
 
     def chunk(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
-        """(bands, h, w) float32: int8 x scale where the scale is valid, NaN elsewhere and beyond the grid."""
-        emb_f, sc_f, rs, cs = pending
+        """(bands, h, w) float32: int8 x scale where the scale is valid, NaN elsewhere and beyond the grid.
+
+        A valid scale over an absent embeddings chunk or shard (upstream writes embeddings after scales;
+        the fill value would read as 0.0 in every band) is NaN and counted in not_written."""
+        emb_f, sc_f, rs, cs, absent = pending
         out = np.full((len(bands), h, w), np.nan, np.float32)
         if emb_f is None:
             self.counts.outside += h * w
@@ -137,6 +142,13 @@ class ZarrPixels:
         oy, ox = rs.start - (self.row0 + y0), cs.start - (self.col0 + x0)
         self.counts.outside += h * w - sc.size
         self.counts.not_computed += int(np.isposinf(sc).sum())
+        if absent:
+            gone = np.zeros(sc.shape, bool)
+            for part in absent:  # (time, band, y, x) slices of the read
+                gone[part[-2], part[-1]] = True
+            gone &= valid(sc)
+            self.counts.not_written += int(gone.sum())
+            sc = np.where(gone, np.float32(np.nan), sc)
         dequantise_into(cpu, out[:, oy:oy + sc.shape[0], ox:ox + sc.shape[1]], emb, sc, bands)
         return out
 

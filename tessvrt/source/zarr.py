@@ -29,6 +29,8 @@ EMPTY = 2**64 - 1  # shard index entry of a chunk never written: read as the fil
 COALESCE_GAP = 32 * 1024  # read two chunks in one request when at most this many bytes lie between them
 MAX_REQUEST = 8 * 2**20  # bytes one coalesced request may span (keeps requests parallel and memory bounded)
 INDEX_CACHE = 64  # shard indexes kept (256 KB each for upstream's 4096/32 layout)
+MAX_PER_SHARD = 2**20  # inner chunks one shard may declare (a 16 MB index; upstream's layout has 16,384)
+MAX_READ_CHUNKS = 2**16  # chunks one read may touch (checked before they are listed; materialise's reads touch ~1,000)
 _BYTES_CODECS = ("blosc", "zstd", "gzip", "crc32c")
 _FILL = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
 
@@ -79,10 +81,13 @@ class Store:
         self.traffic.add(len(body))
         try:
             meta = json.loads(body)
-        except ValueError:
-            raise TessvrtError(f"{loc.uri} is not JSON: not a Zarr v3 store") from None
-        if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
-            raise TessvrtError(f"{loc.uri} is not Zarr v3 metadata (zarr_format {meta.get('zarr_format')!r}); "
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's parser goes
+            raise TessvrtError(f"{loc.uri} is not JSON that tessvrt can read: not a Zarr v3 store") from None
+        if not isinstance(meta, dict):
+            raise TessvrtError(f"{loc.uri} is not Zarr v3 metadata (a JSON {type(meta).__name__}, not an object); "
+                               "tessvrt reads Zarr v3 stores as upstream publishes them")
+        if meta.get("zarr_format") != 3:
+            raise TessvrtError(f"{loc.uri} is not Zarr v3 metadata (zarr_format {str(meta.get('zarr_format'))[:40]!r}); "
                                "tessvrt reads Zarr v3 stores as upstream publishes them")
         return meta
 
@@ -124,11 +129,24 @@ class Store:
         return body, size[0]
 
 
+def _ints(values: object, what: str, least: int) -> tuple[int, ...]:
+    """A list of whole numbers >= least from zarr.json (a 0 in a chunk shape divided by zero before)."""
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ZarrError(f"{what} {str(values)[:60]} is not a list of whole numbers")
+    if any(v < least or v >= 2**53 for v in values):
+        raise ZarrError(f"{what} {values} has a value below {least} or too large")
+    return tuple(values)
+
+
 def _fill(value: object, dtype: np.dtype) -> object:
     if isinstance(value, str):
-        if value in _FILL:
+        if value in _FILL and dtype.kind == "f":
             return _FILL[value]
-        raise ZarrError(f"fill_value {value!r} is not supported")
+        raise ZarrError(f"fill_value {value[:40]!r} is not supported for {dtype}")
+    if dtype.kind == "c" and isinstance(value, list) and len(value) == 2:  # [real, imaginary]
+        return dtype.type(complex(*(_fill(v, np.dtype("f8")) for v in value)))
+    if not isinstance(value, int | float) or isinstance(value, bool) and dtype.kind != "b":
+        raise ZarrError(f"fill_value {str(value)[:40]} is not a number")
     return dtype.type(value)
 
 
@@ -187,12 +205,16 @@ class Array:
         try:
             if meta.get("node_type") != "array":
                 raise ZarrError("not an array")
-            self.shape = tuple(int(v) for v in meta["shape"])
+            self.shape = _ints(meta["shape"], "shape", 0)
+            if not isinstance(meta["data_type"], str):
+                raise ZarrError(f"data_type {str(meta['data_type'])[:60]} is not supported")
             self.dtype = np.dtype(meta["data_type"])
+            if self.dtype.kind not in "biufc":
+                raise ZarrError(f"data_type {meta['data_type']!r} is not supported (tessvrt reads numeric arrays)")
             grid = meta["chunk_grid"]
             if grid.get("name") != "regular":
                 raise ZarrError(f"chunk grid {grid.get('name')!r} is not supported")
-            self.outer = tuple(int(v) for v in grid["configuration"]["chunk_shape"])
+            self.outer = _ints(grid["configuration"]["chunk_shape"], "chunk shape", 1)
             enc = meta.get("chunk_key_encoding") or {"name": "default"}
             default = enc.get("name") == "default"
             self._sep = (enc.get("configuration") or {}).get("separator", "/" if default else ".")
@@ -203,25 +225,30 @@ class Array:
                 if len(codecs) != 1:
                     raise ZarrError("codecs after sharding_indexed are not supported")
                 cfg = codecs[0]["configuration"]
-                self.inner = tuple(int(v) for v in cfg["chunk_shape"])
+                self.inner = _ints(cfg["chunk_shape"], "inner chunk shape", 1)
                 head, self._codecs = _chain(cfg["codecs"], what)
                 ihead, self._icodecs = _chain(cfg.get("index_codecs") or [{"name": "bytes"}, {"name": "crc32c"}], what)
                 if any(c["name"] != "crc32c" for c in self._icodecs):
                     raise ZarrError("shard index codecs other than bytes and crc32c are not supported")
                 self._ity = _bytes_endian(ihead, np.dtype("u8"))
                 self._at_end = cfg.get("index_location", "end") == "end"
-                if any(o % i for o, i in zip(self.outer, self.inner, strict=True)):
+                if len(self.inner) != len(self.outer) or any(o % i for o, i in zip(self.outer, self.inner, strict=True)):
                     raise ZarrError(f"shard shape {self.outer} is not a multiple of chunk shape {self.inner}")
+                if math.prod(self.per_shard) > MAX_PER_SHARD:  # before any index is sized or chunk listed
+                    raise ZarrError(f"inner chunk shape {self.inner} makes {math.prod(self.per_shard):,} chunks per "
+                                    f"{self.outer} shard (at most {MAX_PER_SHARD:,} are read; upstream's layout has "
+                                    "16,384): not a layout tessvrt reads")
             else:
                 self.inner = None
                 head, self._codecs = _chain(codecs, what)
             self._dt = _bytes_endian(head, self.dtype)
             if len(self.outer) != len(self.shape) or (self.inner and len(self.inner) != len(self.shape)):
                 raise ZarrError("chunk shape and array shape differ in rank")
-        except (KeyError, TypeError, IndexError) as exc:
-            raise TessvrtError(f"{what}/zarr.json: not readable Zarr v3 array metadata ({exc})") from None
-        except ZarrError as exc:
+        except ZarrError as exc:  # before ValueError, its base
             raise TessvrtError(f"{what}/zarr.json: {exc}") from None
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError) as exc:
+            detail = str(exc).strip()[:120] or type(exc).__name__
+            raise TessvrtError(f"{what}/zarr.json: not readable Zarr v3 array metadata ({detail})") from None
         self._lock = threading.Lock()
         self._indexes: OrderedDict[tuple[int, ...], Future] = OrderedDict()
 
@@ -239,23 +266,44 @@ class Array:
         parts = self._sep.join(str(c) for c in coords) or "0"
         return f"{self.path}/{self._prefix}{parts}"
 
-    def read(self, sel: tuple[slice, ...], pool: Pool | Executor) -> np.ndarray:
+    def read(self, sel: tuple[slice, ...], pool: Pool | Executor,
+             absent: list[tuple[slice, ...]] | None = None) -> np.ndarray:
         """The window sel (one slice per dimension, inside the array) as an array; fill where not written.
 
         Shard indexes first (cached), then the chunks the window touches, coalesced, in parallel on pool.
+        With `absent` (a list), the parts of the window (as slices of the result) that no stored chunk
+        holds are appended to it: absent shards, empty index entries, and chunks holding only the fill
+        value (zarr-python leaves such chunks unwritten, so for the reader they are the same). A caller
+        can then tell "the store has no bytes here" from data that happens to equal the fill value.
         """
         starts = [s.start for s in sel]
         out = np.full([s.stop - s.start for s in sel], self.fill, self.dtype)
         if out.size == 0:
             return out
         ranges = [range(s.start // c, (s.stop - 1) // c + 1) for s, c in zip(sel, self.chunk, strict=True)]
+        n = math.prod(len(r) for r in ranges)
+        if n > MAX_READ_CHUNKS:  # counted before the chunks are listed: a 1x1x1x1 chunk made millions
+            raise TessvrtError(f"{self.store.uri(self.path)}: chunk shape {self.chunk} makes {n:,} chunks for one "
+                               f"{tuple(out.shape)} read (at most {MAX_READ_CHUNKS:,}): not a layout tessvrt reads")
         chunks = list(product(*ranges))
+
+        def gone(c: tuple[int, ...]) -> None:
+            if absent is not None:
+                absent.append(self._window(starts, sel, c)[1])
+
+        def paste(c: tuple[int, ...], arr: np.ndarray) -> None:
+            if absent is not None and _all_fill(arr, self.fill):
+                gone(c)
+            self._paste(out, starts, sel, c, arr)
+
         if self.inner is None:  # one object per chunk
             futs = [pool.submit(self._whole_chunk, c) for c in chunks]
             for c, f in zip(chunks, futs, strict=True):
                 arr = f.result()
-                if arr is not None:
-                    self._paste(out, starts, sel, c, arr)
+                if arr is None:
+                    gone(c)
+                else:
+                    paste(c, arr)
             return out
         by_shard: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
         for c in chunks:
@@ -264,25 +312,35 @@ class Array:
         futs = []
         for s, cs in by_shard.items():
             got = idx[s].result()
-            if got is None:
-                continue  # shard never written: all fill
+            if got is None:  # shard never written: all fill
+                for c in cs:
+                    gone(c)
+                continue
             size, entries = got
             local = [(c, *entries[tuple(v % p for v, p in zip(c, self.per_shard, strict=True))]) for c in cs]
+            for c, o, _ in local:
+                if o == EMPTY:
+                    gone(c)
             for group in coalesce([(c, int(o), int(n)) for c, o, n in local if o != EMPTY]):
                 futs.append(pool.submit(self._chunks, s, size, group))
         for f in futs:
             for c, arr in f.result():
-                self._paste(out, starts, sel, c, arr)
+                paste(c, arr)
         return out
 
-    def _paste(self, out: np.ndarray, starts: list[int], sel: tuple[slice, ...], c: tuple[int, ...],
-               arr: np.ndarray) -> None:
+    def _window(self, starts: list[int], sel: tuple[slice, ...], c: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """(slices of chunk c, slices of the result) where chunk c and the window sel overlap."""
         src, dst = [], []
         for v, size, s, st in zip(c, self.chunk, sel, starts, strict=True):
             lo, hi = max(v * size, s.start), min((v + 1) * size, s.stop)
             src.append(slice(lo - v * size, hi - v * size))
             dst.append(slice(lo - st, hi - st))
-        out[tuple(dst)] = arr[tuple(src)]
+        return tuple(src), tuple(dst)
+
+    def _paste(self, out: np.ndarray, starts: list[int], sel: tuple[slice, ...], c: tuple[int, ...],
+               arr: np.ndarray) -> None:
+        src, dst = self._window(starts, sel, c)
+        out[dst] = arr[src]
 
     def _decode(self, data: bytes, where: str) -> np.ndarray:
         try:
@@ -351,6 +409,13 @@ class Array:
             raise TessvrtError(f"{where} disappeared while it was read; the store is being rewritten: try again later")
         body = got[0]
         return [(c, self._decode(body[o - start:o - start + n], f"{where} (chunk {c})")) for c, o, n in group]
+
+
+def _all_fill(arr: np.ndarray, fill: object) -> bool:
+    """Whether a decoded chunk holds only the fill value (NaN fill: only NaN)."""
+    if isinstance(fill, float) and math.isnan(fill):
+        return bool(np.isnan(arr).all())
+    return not bool((arr != fill).any())
 
 
 def coalesce(chunks: list[tuple[tuple[int, ...], int, int]], gap: int = COALESCE_GAP,

@@ -158,7 +158,8 @@ def materialise(
         typer.echo(json.dumps({**extra, "files": [str(p) for p in res.files], "bytes": res.bytes_written,
                                "seconds": round(res.seconds, 2),
                                "remote_bytes": res.remote_bytes, "mb_per_s": round(res.mb_per_s, 1),
-                               "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside}))
+                               "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside,
+                               "not_written": res.not_written}))
         return
     for p in res.files:
         typer.echo(f"wrote {p}")
@@ -167,6 +168,9 @@ def materialise(
     if res.not_computed or res.outside:
         typer.echo(f"{res.not_computed:,} pixel(s) of the region not computed yet by upstream and {res.outside:,} beyond "
                    "the store's zone grids: written as NaN", err=True)
+    if res.not_written:
+        typer.echo(f"{res.not_written:,} pixel(s) have valid scales but no embeddings in the store yet (upstream writes "
+                   "embeddings after scales): written as NaN, not 0.0", err=True)
     if not quiet:
         typer.echo(f"{len(res.files)} file(s), {res.bytes_written / 1e6:,.1f} MB in {res.seconds:.1f} s "
                    f"({res.mb_per_s:,.1f} MB/s of float32, {res.remote_bytes / 1e6:,.1f} MB fetched)", err=True)

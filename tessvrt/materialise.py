@@ -128,7 +128,7 @@ def materialise(
                                      else [], col.bytes_written, time.perf_counter() - t0, st.remote_bytes, tiles,
                                      output_float32_bytes=col.float32_bytes, missing=st.missing,
                                      not_computed=st.not_computed, outside=st.outside, requests=st.requests,
-                                     collection=col)
+                                     not_written=st.not_written, collection=col)
         targets, stats, total = _write_outputs(Path(out), jobs, band_list, cog, overwrite, progress, threads)
     finally:
         for j in jobs:

@@ -68,7 +68,8 @@ def sample_vrt(folder: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="runs of each command (default 7)")
-    ap.add_argument("--before", default="main", help="git revision to compare with (default main)")
+    ap.add_argument("--before", default="main",
+                    help="git revision to compare with (default main; issue 22 compared with ab83005)")
     ap.add_argument("--vrt", type=Path, help="VRT for `info` (default: one built from the offline sample)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tessvrt-bench-startup-") as tmp:

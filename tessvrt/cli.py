@@ -24,8 +24,11 @@ def _exit_130(signum: int, frame: object) -> None:
 
 # Installed before anything slow is imported (typer here, then each command's numpy/pandas/rasterio):
 # otherwise a signal in the first second kills with the default action instead of exiting 130.
-for _sig in (signal.SIGTERM, signal.SIGHUP):
-    signal.signal(_sig, _exit_130)
+try:
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _exit_130)
+except ValueError:  # imported outside the main thread (not as the CLI): leave the process's handlers alone
+    pass
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,7 +39,7 @@ from .errors import TessvrtError  # noqa: E402
 
 # rich_markup_mode=None: click's plain help (importing rich's help renderer costs ~0.3 s of start-up)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]},
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 160},
                   help="TESSERA embeddings as GDAL VRTs and Cloud-Optimized GeoTIFFs.")
 
 # An argument's help row is its metavar alone (typer appends <path>, <list[str]>: Python types, not what to type)

@@ -601,3 +601,70 @@ def _no_tiles(sel: Selection, box: BBox | None, picked: list[Tile], wanted: int,
     return TessvrtError(f"none of the {wanted} requested tile(s) exist in {label} for {year} "
                         f"({'; '.join(searched)}; its {len(have)} tile(s) for {year} span lon {min(lons):g}..{max(lons):g}, "
                         f"lat {min(lats):g}..{max(lats):g}); {hint}")
+
+
+def npy_region_jobs(*, year: int, bbox: str | BBox | None = None, tiles: list[str] | list[Tile] | None = None,
+                    dataset: str = DEFAULT_DATASET, source: str | None = None, manifest: str | None = None,
+                    endpoint: str | None = None, allow_missing: bool = False) -> list:
+    """The zones `build` would write for these arguments, as pixel-source jobs (tessvrt.pixels.ZoneJob), with
+    nothing written and no tile read: only the manifest (open_region's npy form without a VRT).
+
+    The same selection, derived keys, manifest-size checks and zone windows as build; no MAX_TILES cap
+    (no XML is written) and the tiles stay columns (a TileTable per zone), so a continent stays small.
+    A tile whose manifest sizes disagree with its computed geometry has its headers read, as build does.
+    """
+    from .pixels import NpySpec, ZoneJob
+    from .pixels.npy import NAME, TILE_FIELDS, TileTable
+
+    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
+    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
+    if box is None and not picked:
+        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
+    choice = npy_dataset(dataset)
+    mirror = datasets.mirror(source)
+    ep = Endpoint.parse(endpoint or mirror.endpoint)
+    src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
+    sel = select(read_manifest(src.fetch()), choice.dataset, year)
+    present, missing, wanted = _requested(sel, box, picked)
+    if not present:
+        raise _no_tiles(sel, box, picked, wanted, choice.dataset.label, year)
+    rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
+    grids = tile_grids(present)
+    gkey, skey = (k.replace(present[0].name, NAME) for k in mirror.tile_keys(sel.dataset, sel.year, present[0]))
+    h = np.array([g.height for g in grids], np.int64)
+    w = np.array([g.width for g in grids], np.int64)
+    gsize = rows["grid_size"].to_numpy(np.int64)
+    ssize = (rows["scales_size"].astype(float).fillna(-1).to_numpy(np.int64) if "scales_size" in rows.columns
+             else np.full(len(rows), -1, np.int64))
+    nscale = np.where(ssize - h * w * 4 * vrt.BANDS == npy.TYPICAL_HEADER, vrt.BANDS, 1)
+    fits = (gsize - h * w * vrt.BANDS == npy.TYPICAL_HEADER) & (ssize - h * w * 4 * nscale == npy.TYPICAL_HEADER)
+    named = {c: rows[c].tolist() if c in rows.columns else [None] * len(rows) for c in ("grid_path", "scales_path")}
+    table = np.zeros(len(present), TILE_FIELDS)
+    for i, (t, g) in enumerate(zip(present, grids, strict=True)):
+        for col, pat in (("grid_path", gkey), ("scales_path", skey)):
+            uri = named[col][i]
+            if isinstance(uri, str) and uri and not mirror.same_object(uri, pat.replace(NAME, t.name)):
+                raise TessvrtError(f"manifest row for {t.name} names {uri!r}, not s3://{mirror.bucket}/"
+                                   f"{pat.replace(NAME, t.name)} (or the same object in another bucket of this "
+                                   "repository); refusing it: check --manifest and --source")
+        if fits[i]:
+            lay = (npy.TYPICAL_HEADER, npy.TYPICAL_HEADER, int(gsize[i]), int(ssize[i]), int(nscale[i]))
+        else:  # sizes disagree with the computed geometry: believe the headers, as build does
+            s = _raw_layout(t, g, rows.iloc[i].to_dict(), sel, mirror, ep, "s3")
+            g = s.grid
+            lay = (s.raw.grid_offset, s.raw.scales_offset, s.grid_size, s.scales_size, s.raw.scale_bands)
+        win = g.window
+        table[i] = (t.lon_i, t.lat_i, win.col0, win.row0, win.width, win.height, *lay)
+        grids[i] = g
+    epsgs = np.array([g.epsg for g in grids])
+    meta = {"TESSERA_DATASET": sel.dataset.name, "TESSERA_DATASET_VERSION": sel.dataset.version,
+            "TESSERA_VARIANT": sel.dataset.variant, "TESSERA_YEAR": str(sel.year),
+            "TESSVRT_MISSING_TILES": ",".join(missing), "TESSVRT_SOURCE": src.public, "TESSVRT_VERSION": __version__}
+    jobs = []
+    for epsg in dict.fromkeys(epsgs.tolist()):  # zones in build's order: of their first tile, north to south
+        mask = epsgs == epsg
+        zt = TileTable(epsg, table[mask], f"s3://{mirror.bucket}/{gkey}", f"s3://{mirror.bucket}/{skey}")
+        window = _region_window(epsg, [grids[i].window for i in np.flatnonzero(mask)], box)
+        jobs.append(ZoneJob(zone_label(epsg), window, NpySpec(ep, zt, allow_missing),
+                            {**meta, "TESSVRT_TILES": ",".join(zt.names()), "TESSVRT_ZONE": f"EPSG:{epsg}"}))
+    return jobs

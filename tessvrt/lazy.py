@@ -224,23 +224,32 @@ def _data_array(xr: Any, data: Any, job: ZoneJob, bands: list[int]) -> xr.DataAr
     wkt = crs.to_wkt()
     ref = {**crs.to_cf(), "crs_wkt": wkt, "spatial_ref": wkt,
            "GeoTransform": " ".join(str(v) for v in win.transform.to_gdal())}
-    xs, ys = win.pixel_centres()
     names = [f"embedding_{b - 1:03d}" for b in bands]
     attrs = {k: v for k, v in job.meta.items() if k != "TESSVRT_TILES"}  # a continent's tile list is megabytes
     if isinstance(job.spec, NpySpec):
         attrs["TESSVRT_TILE_COUNT"] = str(len(job.spec.table))
     attrs.update({"_FillValue": np.float32(np.nan), "long_name": tuple(names), "units": "1"})
-    coords = {
-        "band": ("band", names),
-        "y": ("y", ys, {"axis": "Y", "standard_name": "projection_y_coordinate", "units": "metre",
-                        "long_name": "y coordinate of projection"}),
-        "x": ("x", xs, {"axis": "X", "standard_name": "projection_x_coordinate", "units": "metre",
-                        "long_name": "x coordinate of projection"}),
-        "spatial_ref": ((), 0, ref),
-    }
-    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, name="embeddings", attrs=attrs)
+    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=_xy(xr, win), name="embeddings", attrs=attrs)
+    arr = arr.assign_coords(band=("band", names), spatial_ref=((), 0, ref))
+    for dim, axis in (("x", "X"), ("y", "Y")):
+        arr[dim].attrs.update({"axis": axis, "standard_name": f"projection_{dim}_coordinate", "units": "metre",
+                               "long_name": f"{dim} coordinate of projection"})
     arr.encoding["grid_mapping"] = "spatial_ref"
     return arr
+
+
+def _xy(xr: Any, win: Window) -> Any:
+    """Pixel-centre x/y coordinates: lazy RangeIndexes (xarray >= 2025.06), so a continent's zones (10^5 x 10^5
+    pixels) hold no coordinate arrays; the values equal Window.pixel_centres() exactly (integers x 10 + 5)."""
+    x0, y0 = 10.0 * win.col0 + 5.0, 10.0 * win.row0 + 5.0
+    try:
+        from xarray.indexes import RangeIndex
+    except ImportError:  # older xarray: plain arrays
+        xs, ys = win.pixel_centres()
+        return {"y": ("y", ys), "x": ("x", xs)}
+    ix = RangeIndex.arange(x0, x0 + 10.0 * win.width, 10.0, dim="x")
+    iy = RangeIndex.arange(y0, y0 - 10.0 * win.height, -10.0, dim="y")
+    return xr.Coordinates.from_xindex(iy).merge(xr.Coordinates.from_xindex(ix)).coords
 
 
 __all__ = ["open_region", "ZoneArray", "axis_chunks", "zarr_chunks", "NPY_CHUNKS", "ZARR_TARGET"]

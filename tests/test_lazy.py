@@ -311,10 +311,12 @@ class _Recorder:
 
 
 OPEN_CONTINENT = r"""
-import json, pickle, resource, sys, time
+import json, pickle, sys, time
+def peak_kb():  # VmHWM: this program's own peak (ru_maxrss would count the forking pytest's pages)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 t0 = time.perf_counter()
 import tessvrt, xarray, dask.array  # what open_region imports, so the baseline includes it
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kb()
 t1 = time.perf_counter()
 region = tessvrt.open_region(dataset="v1", bbox=sys.argv[1], year=2024, manifest=sys.argv[2], endpoint=sys.argv[3])
 t2 = time.perf_counter()
@@ -326,7 +328,7 @@ for label, arr in region.items():
                            "layers": [[type(v).__name__, v.is_materialized()] for v in g.layers.values()],
                            "materialized_keys": sum(len(v) for v in g.layers.values() if v.is_materialized()),
                            "pickle_bytes": len(pickle.dumps(dict(src)))}
-out["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["peak_kb"] = peak_kb()
 print(json.dumps(out))
 """
 
@@ -350,4 +352,4 @@ def test_continent_opens_without_requests_and_small(continent_manifest, tmp_path
     assert res["peak_kb"] < 300 * 1024
     for z in zones.values():
         assert z["materialized_keys"] <= 1 and len(z["layers"]) <= 2  # the array itself; chunks are one lazy layer
-        assert z["pickle_bytes"] < 60 * z["tiles"] + 10_000
+        assert z["pickle_bytes"] < 70 * z["tiles"] + 10_000  # TILE_FIELDS: 66 bytes a tile

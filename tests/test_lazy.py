@@ -355,3 +355,11 @@ def test_continent_opens_without_requests_and_small(continent_manifest, tmp_path
     for z in zones.values():
         assert z["materialized_keys"] <= 1 and len(z["layers"]) <= 2  # the array itself; chunks are one lazy layer
         assert z["pickle_bytes"] < 70 * z["tiles"] + 10_000  # TILE_FIELDS: 66 bytes a tile
+
+
+def test_import_stays_light():
+    """`import tessvrt` brings neither dask nor xarray (open_region imports them when called)."""
+    code = ("import sys, tessvrt; assert not {'dask', 'xarray', 'distributed'} & set(sys.modules), sorted(sys.modules); "
+            "f = tessvrt.open_region; assert f.__module__ == 'tessvrt.lazy' and 'open_region' in tessvrt.__all__")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -10,10 +10,11 @@ from .errors import TessvrtError
 
 __version__ = "0.1.0"
 
-__all__ = ["build", "materialise", "sample", "TessvrtError", "__version__"]
+__all__ = ["build", "materialise", "sample", "open_region", "TessvrtError", "__version__"]
 
 if TYPE_CHECKING:
     from .build import build
+    from .lazy import open_region
     from .materialise import materialise
     from .sample import sample
 
@@ -29,6 +30,10 @@ def __getattr__(name: str) -> object:
 
         importlib.import_module(f".{name}", __name__)  # binds the function (see _Package)
         return globals()[name]
+    if name == "open_region":  # imported on first use: it brings xarray and dask
+        from .lazy import open_region
+
+        return open_region
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

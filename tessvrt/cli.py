@@ -100,10 +100,11 @@ def build(
 
 @app.command()
 def materialise(
-    vrt: Path | None = typer.Argument(None, metavar="VRT", show_default=False,
+    vrt: str | None = typer.Argument(None, metavar="VRT", show_default=False,
                                       help="A VRT written by tessvrt build (omit it with --dataset/--bbox/--year)"),
-    output: Path | None = typer.Argument(None, metavar="OUTPUT.tif", show_default=False,
-                                         help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
+    output: str | None = typer.Argument(None, metavar="OUTPUT", show_default=False,
+                                        help="out.tif (one COG per UTM zone: out_utm31n.tif ...), or a folder or "
+                                             "s3://bucket/prefix/ for a COG collection"),
     dataset: str | None = typer.Option(None, metavar="NAME",
                                        help="Without a VRT: the dataset whose Zarr store to read, e.g. v1.1-dclimate"),
     bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="Without a VRT: W,S,E,N in degrees"),
@@ -126,6 +127,8 @@ def materialise(
                                     "tcp://host:8786 (output: a folder or s3:// prefix)"),
     piece_size: int | None = typer.Option(None, metavar="PIXELS", help="Collection piece size in pixels (default 4096)"),
     output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote and output bytes and the time "
+                                 "it would take; read no tile, write nothing"),
 ) -> None:
     """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly.
 
@@ -147,13 +150,24 @@ def materialise(
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, bands=bands, compress=compress,
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
                   progress=None if quiet else progress_printer(), allow_missing=allow_missing, workers=workers,
-                  dask=dask, piece_size=piece_size, output_endpoint=output_endpoint)
+                  dask=dask, piece_size=piece_size, output_endpoint=output_endpoint,
+                  dry_run=dry_run)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; no output was written (run the same command again to restart)", 130)
     if res.missing:
         typer.echo(f"tiles gone from the bucket, written as NaN: {', '.join(res.missing)}", err=True)
+    if res.estimate is not None:
+        est = res.estimate
+        if as_json:
+            typer.echo(json.dumps({"dry_run": True, "zones": est.zones, "outputs": est.outputs, "tiles": est.tiles,
+                                   "pixels": est.pixels, "bands": est.bands, "remote_bytes": est.remote_bytes,
+                                   "remote_bytes_exact": est.remote_exact, "float32_bytes": est.float32_bytes,
+                                   "output_bytes": round(est.output_bytes), "seconds": round(est.seconds, 1)}))
+        else:
+            typer.echo(est.line())
+        return
     col = res.collection
     if as_json:
         extra = {} if col is None else {"collection": col.target, "pieces": col.pieces, "pieces_written": col.written,
@@ -179,14 +193,14 @@ def materialise(
                    f"({res.mb_per_s:,.1f} MB/s of float32, {res.remote_bytes / 1e6:,.1f} MB fetched)", err=True)
 
 
-def _check_materialise_args(vrt: Path | None, output: Path | None, dataset: str | None, bbox: str | None,
+def _check_materialise_args(vrt: str | None, output: str | None, dataset: str | None, bbox: str | None,
                             year: int | None) -> None:
     """The two forms' missing pieces in one line each, before the library guesses which form was meant."""
     zarr_form = dataset is not None or bbox is not None or year is not None
     if vrt is None:
         _fail("no VRT and no output given: write `tessvrt materialise london.vrt out.tif` (a VRT from tessvrt build), or "
               "`tessvrt materialise out.tif --dataset NAME --bbox W,S,E,N --year YEAR` (a Zarr store)")
-    if output is None and not zarr_form and vrt is not None and vrt.suffix.lower() == ".vrt":
+    if output is None and not zarr_form and vrt is not None and Path(vrt).suffix.lower() == ".vrt":
         _fail(f"the output .tif is missing: write `tessvrt materialise {vrt} out.tif`")
 
 
@@ -258,7 +272,7 @@ def gdal_config(
 
 @app.command()
 def doctor(
-    vrt: Path | None = typer.Argument(None, metavar="VRT", show_default=False,
+    vrt: str | None = typer.Argument(None, metavar="VRT", show_default=False,
                                       help="A VRT: check the source and endpoint it was built with"),
     endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL, as given to gdal-config and build"),
     source: str | None = typer.Option(None, metavar="LAYOUT",

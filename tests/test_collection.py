@@ -217,3 +217,23 @@ def test_zarr_collection_to_s3_equals_the_folder_run(s3, tmp_path, tmp_path_fact
             r, c = round((spec[zone].oy - top) / 10), round((t.c - spec[zone].ox) / 10)
             ref, _ = reference(store, zone, 2024, slice(r, r + got.shape[1]), slice(c, c + got.shape[2]), BANDS)
             assert_same(got, ref, p["path"])
+
+
+def test_dry_run_reads_no_tile_and_writes_nothing(cross, s3, tmp_path):
+    """materialise --dry-run: the plan's numbers from the record alone (issue 22 item 10)."""
+    vrt, _, res = cross
+    rec = load_record(vrt)
+    with FaultProxy(s3.url) as proxy:
+        for out, n in ((tmp_path / "d.tif", len(rec["zones"])), (tmp_path / "col", res.collection.pieces)):
+            col = ["--workers", "2", "--piece-size", "256"] if out.suffix == "" else []
+            p = run_cli("materialise", str(vrt), str(out), "--bands", "1-3", "--blocksize", "64", "--dry-run", "--json",
+                        "--endpoint", proxy.url, *col)
+            got = json.loads(p.stdout)
+            assert got["outputs"] == n and got["tiles"] == len(rec["tiles"]) and got["bands"] == 3
+            px = sum(z["window"]["width"] * z["window"]["height"] for z in rec["zones"])
+            assert got["pixels"] == px and got["float32_bytes"] == px * 3 * 4
+            assert got["remote_bytes"] == sum(t["grid_size"] + t["scales_size"] for t in rec["tiles"])
+        assert proxy.requests == 0
+    assert list(tmp_path.iterdir()) == []
+    p = run_cli("materialise", str(vrt), str(tmp_path / "d.tif"), "--dry-run", "--endpoint", s3.url)
+    assert f"{len(rec['zones'])} file(s) in 2 zone(s), {len(rec['tiles'])} tiles" in p.stdout and " at " in p.stdout

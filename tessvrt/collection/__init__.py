@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..cog.profiles import CogProfile
 from ..errors import TessvrtError
+from ..estimate import estimate
 from ..pixels import Stats, ZoneJob
 from ..publish import TMP_MARK
 from . import index
@@ -26,29 +27,6 @@ from .pieces import PIECE, Piece, PieceResult, cut, fingerprint, tasks, write_pi
 from .target import FolderTarget, S3Target, parse_target
 
 RUN = ".tessvrt/run.json"
-# float32 MB/s one worker process writes (128 bands, zstd 1, reads over a fast network): scripts/bench_dask.py,
-# docs/performance.md. Only for the estimate printed before a run.
-RATE_PER_WORKER = 100e6
-COMPRESSED = 0.65  # COG bytes per float32 byte (zstd 1, floating-point predictor; docs/performance.md)
-
-
-def estimate(jobs: list[ZoneJob], todo: list, bands: list[int], workers: int) -> str:
-    """One line before any work: tiles, pixels, remote and output bytes, pieces, and time at the measured rate."""
-    tiles = {t.name for j in jobs for t in getattr(j.spec, "tiles", ())}
-    px = sum(t.piece.window.width * t.piece.window.height for t in todo)
-    remote = (f"~{_size(sum(t.grid_size + t.scales_size for j in jobs for t in getattr(j.spec, 'tiles', ())))} "
-              "of tiles" if tiles else f"at most {_size(px * 132)} of chunks")
-    f32 = px * len(bands) * 4
-    secs = f32 / (RATE_PER_WORKER * max(workers, 1))
-    took = f"{secs:,.0f} s" if secs < 120 else f"{secs / 60:,.0f} min" if secs < 7200 else f"{secs / 3600:,.1f} h"
-    return (f"{len(todo):,} piece(s) in {len(jobs)} zone(s){f', {len(tiles):,} tiles' if tiles else ''}, {px:,} pixels; "
-            f"reads {remote}, writes ~{_size(f32 * COMPRESSED)}; about {took} at "
-            f"{RATE_PER_WORKER / 1e6:,.0f} MB/s per worker x {max(workers, 1)}")
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
-
 
 @dataclass
 class CollectionResult:
@@ -113,7 +91,9 @@ def materialise_collection(jobs: list[ZoneJob], output: str, bands: list[int], c
         lock.__enter__()
     try:
         _claim(target, fp, overwrite)
-        say(estimate(jobs, todo, bands, workers or 1) + (" (per worker of the cluster)" if dask else ""))
+        px = sum(t.piece.window.width * t.piece.window.height for t in todo)
+        say(estimate(jobs, len(bands), len(todo), px, workers or 1, "piece").line() + (" (per worker of the cluster)"
+                                                                                       if dask else ""))
         target.clean_temporaries(sorted({j.label for j in jobs}))
         distributed.run(write_piece, todo, [f"tessvrt-{fp[:12]}-{t.piece.name}" for t in todo], on_result,
                         workers, dask)

@@ -142,6 +142,14 @@ class NpySpec:
     def covers(self, win: Window) -> bool:
         return bool(self.table.touching(win).any())
 
+    def footprint(self) -> tuple[int, int]:
+        """(tiles, bytes of their objects): what reading all of it costs at most, known without a request."""
+        r = self.table.rows
+        return len(r), int(r["grid_size"].sum() + r["scales_size"].sum())
+
+    def names(self) -> list[str]:
+        return self.table.names()
+
     def part(self, win: Window) -> NpySpec:
         """Only the tiles a window touches: what a piece's task carries."""
         return replace(self, table=self.table.take(self.table.touching(win)))

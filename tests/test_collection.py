@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -237,3 +238,40 @@ def test_dry_run_reads_no_tile_and_writes_nothing(cross, s3, tmp_path):
     assert list(tmp_path.iterdir()) == []
     p = run_cli("materialise", str(vrt), str(tmp_path / "d.tif"), "--dry-run", "--endpoint", s3.url)
     assert f"{len(rec['zones'])} file(s) in 2 zone(s), {len(rec['tiles'])} tiles" in p.stdout and " at " in p.stdout
+
+
+def test_lost_or_unreachable_scheduler_is_one_line_and_keeps_complete_pieces(cross, tmp_path):
+    from tessvrt.testing import free_port
+
+    vrt, single, _ = cross
+    port = free_port()
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", str(port),
+                              "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
+                               "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "lost"
+    try:
+        run = subprocess.Popen([*TESSVRT, "materialise", str(vrt), str(out), "--bands", ",".join(map(str, BANDS)),
+                                "--blocksize", "64", "--piece-size", "256", "--dask", f"tcp://127.0.0.1:{port}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(_records(out)) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        sched.kill()
+        _, err = run.communicate(timeout=120)
+    finally:
+        for p in (sched, worker):
+            p.kill()
+            p.wait()
+    lines = [ln for ln in err.splitlines() if not ln.startswith("tessvrt: ") or "error" in ln]
+    assert run.returncode == 1 and len(lines) == 1 and "lost the Dask scheduler" in lines[0], err
+    kept = _records(out)
+    assert kept and not (out / "manifest.json").exists()
+    for rec in kept:  # every piece a record names is whole: the same bytes as the single-process run's
+        name = rec.relative_to(out / ".tessvrt" / "done").as_posix().removesuffix(".json")
+        assert (out / name).read_bytes() == (single / name).read_bytes()
+    t0 = time.monotonic()
+    p = run_cli("materialise", str(vrt), str(tmp_path / "x"), "--bands", "1", "--dask", f"tcp://127.0.0.1:{free_port()}",
+                check=False)
+    assert p.returncode == 1 and "cannot reach the Dask scheduler" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert time.monotonic() - t0 < 40 and not (tmp_path / "x").exists()  # the folder it made is gone again

@@ -6,8 +6,14 @@
 #  - .venv312: python3.12 + rasterio 1.5 wheel (GDAL 3.12) for the same reads
 #  - .venv-oracle: python3.12 + upstream geotessera 0.11.0 (~1 min, ~1.1 GB), the test oracle that
 #    tests/oracle_geotessera.py drives (TESSVRT_ORACLE_PY)
+# Needs: python3 (3.11 here), python3.12 (found on PATH, under pyenv's root or the system's; or set
+# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and about 15-35 min on 2 cores.
+# A missing tool stops the run with one line saying what to install; the run's wall time is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+START=$SECONDS
+die() { echo "scripts/test.sh: error: $*" >&2; exit 1; }
+command -v python3 >/dev/null 2>&1 || die "no python3 on PATH; install Python 3 (3.11 is what CI uses)"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 apt_install() {
   [ -n "${APT_UPDATED:-}" ] || { $SUDO apt-get update -qq; APT_UPDATED=1; }
@@ -15,12 +21,24 @@ apt_install() {
 }
 command -v gdalinfo >/dev/null 2>&1 || apt_install gdal-bin
 /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || apt_install --no-install-recommends python3-qgis qgis-providers
+command -v gdalinfo >/dev/null 2>&1 || die "gdalinfo is still missing after installing gdal-bin; install it (apt install gdal-bin)"
+/usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 \
+  || die "/usr/bin/python3 cannot import qgis.core after installing python3-qgis; install it (apt install python3-qgis qgis-providers)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# python3.12 wherever it is kept: the pyenv shim on PATH fails under another HOME, so pyenv's root and
+# the usual install folders are searched too
 PY312=""
-for c in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+PYENV_ROOT_DIR=$(pyenv root 2>/dev/null || true)
+for c in ${PYTHON312:-} python3.12 ${PYENV_ROOT_DIR:+"$PYENV_ROOT_DIR"/versions/3.12*/bin/python3.12} \
+         "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 \
+         /usr/local/bin/python3.12 /usr/bin/python3.12; do
   if "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then PY312=$c; break; fi
 done
+[ -n "$PY312" ] || die "no python3.12 found (PATH, pyenv root, ~/.pyenv, /root/.pyenv, /usr/local/bin, /usr/bin): the GDAL 3.12 \
+and upstream-oracle (geotessera needs Python >= 3.12) tests need it; install Python 3.12 (pyenv install 3.12, apt install \
+python3.12) or set PYTHON312=/path/to/python3.12"
+echo "scripts/test.sh: python3.12 is $PY312" >&2
 if [ -n "$PY312" ]; then
   [ -x .venv312/bin/python ] || "$PY312" -m venv .venv312
   .venv312/bin/pip install -q --disable-pip-version-check 'rasterio>=1.5' numpy
@@ -32,4 +50,7 @@ if [ -n "$PY312" ]; then
   export TESSVRT_ORACLE_PY="$PWD/.venv-oracle/bin/python"
 fi
 .venv/bin/ruff check tessvrt tests scripts
-exec .venv/bin/python -m pytest -q "$@"
+rc=0
+.venv/bin/python -m pytest -q "$@" || rc=$?
+echo "scripts/test.sh: finished in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s (set-up included), exit $rc" >&2
+exit $rc

@@ -601,3 +601,172 @@ def _no_tiles(sel: Selection, box: BBox | None, picked: list[Tile], wanted: int,
     return TessvrtError(f"none of the {wanted} requested tile(s) exist in {label} for {year} "
                         f"({'; '.join(searched)}; its {len(have)} tile(s) for {year} span lon {min(lons):g}..{max(lons):g}, "
                         f"lat {min(lats):g}..{max(lats):g}); {hint}")
+
+
+
+REGION_COLUMNS = ["version", "variant", "year", "lon", "lat", "grid_size", "scales_size"]  # no path strings
+
+
+def npy_region_jobs(*, year: int, bbox: str | BBox | None = None, tiles: list[str] | list[Tile] | None = None,
+                    dataset: str = DEFAULT_DATASET, source: str | None = None, manifest: str | None = None,
+                    endpoint: str | None = None, allow_missing: bool = False) -> list:
+    """The zones `build` would write for these arguments, as pixel-source jobs (tessvrt.pixels.ZoneJob), with
+    nothing written and no tile read: only the manifest (open_region's npy form without a VRT).
+
+    The same selection, derived keys, manifest-size and named-path checks and zone windows as build, but
+    columnar: no object per tile (a continent is 10^5 tiles; build's per-tile objects would be ~1 GB), the
+    manifest's path strings are checked in batches and dropped, and each zone's tiles stay a TileTable.
+    No MAX_TILES cap (no XML is written). A tile whose manifest sizes disagree with its computed geometry
+    has its headers read, as build does.
+    """
+    from .grid import PIXEL, tile_geometry
+    from .pixels import NpySpec, ZoneJob
+    from .pixels.npy import NAME, TILE_FIELDS, TileTable
+
+    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
+    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
+    if box is None and not picked:
+        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
+    choice = npy_dataset(dataset)
+    mirror = datasets.mirror(source)
+    ep = Endpoint.parse(endpoint or mirror.endpoint)
+    src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
+    path = src.fetch()
+    sel = select(read_manifest(path, REGION_COLUMNS), choice.dataset, year)
+    lon_all, lat_all = sel.rows["lon_i"].to_numpy(np.int64), sel.rows["lat_i"].to_numpy(np.int64)
+    keys = _tile_key(lon_all, lat_all)
+    pick = np.array([_tile_key(t.lon_i, t.lat_i) for t in picked], np.int64)
+    inside = np.isin(keys, pick)
+    if box is not None:
+        i0, i1, j0, j1 = box.cells()
+        ci, cj = (lon_all - 5) // 10, (lat_all - 5) // 10
+        inside |= (ci >= i0) & (ci < i1) & (cj >= j0) & (cj < j1)
+    idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        _, _, wanted = _requested(sel, box, picked)
+        raise _no_tiles(sel, box, picked, wanted, choice.dataset.label, year)
+    idx = idx[np.lexsort((lon_all[idx], -lat_all[idx]))]  # north to south, then west to east, as build
+    rows = sel.rows.iloc[idx]
+    lon_i, lat_i = lon_all[idx], lat_all[idx]
+    first = Tile(int(lon_i[0]), int(lat_i[0]))
+    gkey, skey = (k.replace(first.name, NAME) for k in mirror.tile_keys(sel.dataset, sel.year, first))
+    _check_named_paths(path, sel, keys[idx], mirror, gkey, skey)
+    missing = _missing_names(np.sort(keys[idx]), box, picked)
+    epsg, ce, cn, w, h = tile_geometry(lon_i, lat_i)
+    gsize = rows["grid_size"].to_numpy(np.int64)
+    ssize = (rows["scales_size"].astype(float).fillna(-1).to_numpy(np.int64) if "scales_size" in rows.columns
+             else np.full(len(rows), -1, np.int64))
+    nscale = np.where(ssize - h * w * 4 * vrt.BANDS == npy.TYPICAL_HEADER, vrt.BANDS, 1)
+    table = np.zeros(len(rows), TILE_FIELDS)
+    table["lon_i"], table["lat_i"], table["width"], table["height"] = lon_i, lat_i, w, h
+    table["col0"], table["row0"] = np.floor(ce / PIXEL), np.ceil(cn / PIXEL) - 1  # TileGrid.window
+    table["grid_offset"] = table["scales_offset"] = npy.TYPICAL_HEADER
+    table["grid_size"], table["scales_size"], table["scale_bands"] = gsize, ssize, nscale
+    fits = (gsize - h * w * vrt.BANDS == npy.TYPICAL_HEADER) & (ssize - h * w * 4 * nscale == npy.TYPICAL_HEADER)
+    for i in np.flatnonzero(~fits):  # sizes disagree with the computed geometry: believe the headers, as build does
+        t = Tile(int(lon_i[i]), int(lat_i[i]))
+        g = TileGrid(t, int(epsg[i]), float(ce[i]), float(cn[i]), int(w[i]), int(h[i]))
+        s = _raw_layout(t, g, rows.iloc[i].to_dict(), sel, mirror, ep, "s3")
+        table[i] = (t.lon_i, t.lat_i, s.grid.window.col0, s.grid.window.row0, s.grid.width, s.grid.height,
+                    s.raw.grid_offset, s.raw.scales_offset, s.grid_size, s.scales_size, s.raw.scale_bands)
+    meta = {"TESSERA_DATASET": sel.dataset.name, "TESSERA_DATASET_VERSION": sel.dataset.version,
+            "TESSERA_VARIANT": sel.dataset.variant, "TESSERA_YEAR": str(sel.year),
+            "TESSVRT_MISSING_TILES": ",".join(missing), "TESSVRT_SOURCE": src.public, "TESSVRT_VERSION": __version__}
+    jobs = []
+    for code in dict.fromkeys(epsg.tolist()):  # zones in build's order: of their first tile, north to south
+        zt = TileTable(code, table[epsg == code], f"s3://{mirror.bucket}/{gkey}", f"s3://{mirror.bucket}/{skey}")
+        r = zt.rows
+        union = Window(code, int(r["col0"].min()), int(r["row0"].max()), int((r["col0"] + r["width"]).max() - r["col0"].min()),
+                       int(r["row0"].max() - (r["row0"] - r["height"]).min()))  # as _region_window's unions
+        window = union
+        if box is not None:
+            window = union.intersection(_box_window(code, box.west, box.south, box.east, box.north, 64, 0.0)) or union
+        jobs.append(ZoneJob(zone_label(code), window, NpySpec(ep, zt, allow_missing),
+                            {**meta, "TESSVRT_TILE_COUNT": str(len(zt)), "TESSVRT_ZONE": f"EPSG:{code}"}))
+    return jobs
+
+
+def _tile_key(lon_i: np.ndarray | int, lat_i: np.ndarray | int) -> np.ndarray | int:
+    """One int64 per tile centre (hundredths of a degree), for vectorised membership."""
+    return (np.asarray(lon_i, np.int64) + 20_000) * 40_000 + (np.asarray(lat_i, np.int64) + 10_000)
+
+
+def _check_named_paths(path: Path, sel: Selection, keys: np.ndarray, mirror: Mirror, gkey: str, skey: str) -> None:
+    """Refuse a manifest row of the selection naming another object than its derived key (as _raw_layout does).
+
+    Vectorised in Arrow, one path column at a time in batches, so a continent's strings are never all in
+    memory nor made Python objects: a URI is the derived one iff it is a known bucket root + the key's text
+    around the tile names, with names grid_{lon:.2f}_{lat:.2f} (no leading zeros) of the row's own centre.
+    """
+    import re
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .pixels.npy import NAME
+
+    pf = pq.ParquetFile(path)
+    have = set(pf.schema_arrow.names)
+    want = np.sort(keys)
+    kept = {c: [str(v) for v in sel.rows[c].dropna().unique()] for c in ("version", "variant") if c in sel.rows.columns}
+    num = r"-?(?:0|[1-9][0-9]*)\.[0-9]{2}"
+    for col, pat in (("grid_path", gkey), ("scales_path", skey)):
+        if col not in have:
+            continue
+        head, *parts = pat[len(mirror.prefix):].split(NAME)
+        roots = "|".join(re.escape(f"s3://{r}{head}") for r in mirror.roots)
+        regex = f"^(?:{roots})" + "".join(f"grid_(?P<lon{k}>{num})_(?P<lat{k}>{num}){re.escape(p)}"
+                                            for k, p in enumerate(parts)) + "$"
+        for b in pf.iter_batches(batch_size=8192, columns=[col, "year", "lon", "lat", *kept], use_threads=False):
+            lon = np.round(b.column("lon").to_numpy(zero_copy_only=False).astype(float) * 100).astype(np.int64)
+            lat = np.round(b.column("lat").to_numpy(zero_copy_only=False).astype(float) * 100).astype(np.int64)
+            k = _tile_key(lon, lat)
+            pos = np.minimum(np.searchsorted(want, k), want.size - 1)
+            mine = (want[pos] == k) & (b.column("year").to_numpy(zero_copy_only=False) == sel.year)
+            for c, ok in kept.items():
+                mine &= pc.is_in(pc.cast(b.column(c), "string"), pa_array(ok)).to_numpy(zero_copy_only=False)
+            uri = b.column(col)
+            named = (pc.fill_null(pc.greater(pc.utf8_length(uri), 0), False)).to_numpy(zero_copy_only=False)
+            m = pc.extract_regex(pc.fill_null(uri, ""), regex)
+            good = pc.is_valid(m).to_numpy(zero_copy_only=False)
+            for n in range(len(parts)):
+                f = {a: pc.struct_field(m, f"{a}{n}") for a in ("lon", "lat")}
+                good &= pc.fill_null(pc.equal(pc.round(pc.multiply(pc.cast(pc.if_else(pc.is_valid(m), f["lon"], "0"), "float64"), 100)),
+                                              pc.cast(lon, "float64")), False).to_numpy(zero_copy_only=False)
+                good &= pc.fill_null(pc.equal(pc.round(pc.multiply(pc.cast(pc.if_else(pc.is_valid(m), f["lat"], "0"), "float64"), 100)),
+                                              pc.cast(lat, "float64")), False).to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(mine & named & ~good)
+            if bad.size:
+                i = int(bad[0])
+                name = Tile(int(lon[i]), int(lat[i])).name
+                raise TessvrtError(f"manifest row for {name} names {uri[i].as_py()!r}, not s3://{mirror.bucket}/"
+                                   f"{pat.replace(NAME, name)} (or the same object in another bucket of this repository); "
+                                   "refusing it: check --manifest and --source")
+
+
+def pa_array(values: list[str]):  # noqa: ANN201 - a pyarrow string array
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def _missing_names(have: np.ndarray, box: BBox | None, picked: list[Tile]) -> list[str]:
+    """The first MISSING_LISTED requested tiles not in the manifest, north to south (cells scanned row by row,
+    at most 1,000,000 as build does); have: sorted tile keys present."""
+    def absent(k: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(have, k), have.size - 1)
+        return have[pos] != k
+
+    out = {t for t in picked if absent(np.array([_tile_key(t.lon_i, t.lat_i)]))[0]}
+    if box is not None:
+        i0, i1, j0, j1 = box.cells()
+        lon = np.arange(i0, i1, dtype=np.int64) * 10 + 5
+        scanned = 0
+        for j in range(j1 - 1, j0 - 1, -1):
+            if len(out) >= MISSING_LISTED + len(picked) or scanned >= 1_000_000:
+                break
+            lat = np.full(lon.size, j * 10 + 5, np.int64)
+            gone = np.flatnonzero(absent(_tile_key(lon, lat)))[:MISSING_LISTED]
+            out |= {Tile(int(lon[g]), int(lat[0])) for g in gone}
+            scanned += lon.size
+    return [t.name for t in sorted(out, key=lambda t: (-t.lat_i, t.lon_i))[:MISSING_LISTED]]

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-from pathlib import Path
-
-import typer
-
-from .errors import TessvrtError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="TESSERA embeddings as GDAL VRTs and Cloud-Optimized GeoTIFFs.")
-
-
-def _fail(msg: str, code: int = 1) -> None:
-    typer.echo(f"tessvrt: error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -25,24 +11,62 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _handle_signals() -> None:
-    """SIGTERM and SIGHUP (a closed terminal) take the Ctrl-C path, which removes temporaries."""
+    """SIGTERM and SIGHUP (a closed terminal) take the Ctrl-C path, which removes temporaries and exits 130."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
 
 
+def _exit_130(signum: int, frame: object) -> None:
+    """Start-up's handler: nothing is written yet, so stop at once (SystemExit leaves even a half-done import cleanly)."""
+    sys.stderr.write("tessvrt: interrupted\n")
+    raise SystemExit(130)
+
+
+# Installed before anything slow is imported (typer here, then each command's numpy/pandas/rasterio):
+# otherwise a signal in the first second kills with the default action instead of exiting 130.
+try:
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _exit_130)
+except ValueError:  # imported outside the main thread (not as the CLI): leave the process's handlers alone
+    pass
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import typer  # noqa: E402
+
+from .errors import TessvrtError  # noqa: E402
+
+# rich_markup_mode=None: click's plain help (importing rich's help renderer costs ~0.3 s of start-up)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 160},
+                  help="TESSERA embeddings as GDAL VRTs and Cloud-Optimized GeoTIFFs.")
+
+# An argument's help row is its metavar alone (typer appends <path>, <list[str]>: Python types, not what to type)
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
+BANDS_HELP = ("1-based, as GDAL numbers bands: band 1 is embedding_000, upstream's (0-based) band 0")
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    typer.echo(f"tessvrt: error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
 @app.command()
 def build(
-    output: Path = typer.Option(..., "-o", "--output", help="VRT to write, e.g. london.vrt"),
-    year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
-    bbox: str | None = typer.Option(None, help="W,S,E,N in degrees, longitude first (--bbox or --tile is required)"),
-    tile: list[str] | None = typer.Option(None, help="LON,LAT of a tile centre, repeatable (--bbox or --tile is required)"),
-    dataset: str = typer.Option("v1", help="npy dataset: v1, v1.1-cam, v2-2B-L~beta2, ... (tessvrt datasets lists them)"),
-    source: str = typer.Option("source-coop", help="Bucket layout: source-coop (Source Cooperative on AWS), "
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE.vrt", help="VRT to write, e.g. london.vrt"),
+    year: int = typer.Option(..., metavar="YEAR", help="Embedding year, e.g. 2024"),
+    bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="W,S,E,N in degrees, longitude first (--bbox or --tile is required)"),
+    tile: list[str] | None = typer.Option(None, metavar="LON,LAT",
+                                          help="LON,LAT of a tile centre, repeatable (--bbox or --tile is required)"),
+    dataset: str = typer.Option("v1", metavar="NAME", help="npy dataset: v1, v1.1-cam, v2-2B-L~beta2, ... (tessvrt datasets lists them)"),
+    source: str = typer.Option("source-coop", metavar="LAYOUT", help="Bucket layout: source-coop (Source Cooperative on AWS), "
                                "gateway (https://data.source.coop) or legacy (old tessera-embeddings mirrors)"),
-    manifest: str | None = typer.Option(None, help="Manifest path or URL instead of the dataset's own"),
-    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
-    vsi: str = typer.Option("s3", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
-    crs: str | None = typer.Option(None, help="UTM EPSG code of the main VRT when zones differ"),
+    manifest: str | None = typer.Option(None, metavar="PATH|URL", help="Manifest path or URL instead of the dataset's own"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
+    vsi: str = typer.Option("s3", metavar="s3|curl", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
+    crs: str | None = typer.Option(None, metavar="EPSG:CODE", help="UTM EPSG code of the main VRT when zones differ"),
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
@@ -76,24 +100,40 @@ def build(
 
 @app.command()
 def materialise(
-    vrt: Path = typer.Argument(..., help="A VRT written by tessvrt build (omit it with --dataset/--bbox/--year)"),
-    output: Path | None = typer.Argument(None, help="GeoTIFF to write; one file per UTM zone (out_utm31n.tif ...)"),
-    dataset: str | None = typer.Option(None, help="Without a VRT: the dataset whose Zarr store to read, e.g. v1.1-dclimate"),
-    bbox: str | None = typer.Option(None, help="Without a VRT: W,S,E,N in degrees"),
-    year: int | None = typer.Option(None, help="Without a VRT: embedding year, e.g. 2024"),
-    source: str | None = typer.Option(None, help="Without a VRT: bucket layout, source-coop (default) or gateway"),
-    bands: str | None = typer.Option(None, help="Bands to write, in order, e.g. 1,2,3 or 1-16 (default all 128)"),
-    compress: str = typer.Option("zstd", help="zstd, deflate, lzw, lerc or none"),
-    level: int | None = typer.Option(None, help="Compression level (zstd, deflate)"),
-    blocksize: int = typer.Option(512, help="Internal tile size in pixels"),
+    vrt: str | None = typer.Argument(None, metavar="VRT", show_default=False,
+                                      help="A VRT written by tessvrt build (omit it with --dataset/--bbox/--year)"),
+    output: str | None = typer.Argument(None, metavar="OUTPUT", show_default=False,
+                                        help="out.tif (one COG per UTM zone: out_utm31n.tif ...), or a folder or "
+                                             "s3://bucket/prefix/ for a COG collection"),
+    dataset: str | None = typer.Option(None, metavar="NAME",
+                                       help="Without a VRT: the dataset whose Zarr store to read, e.g. v1.1-dclimate"),
+    bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="Without a VRT: W,S,E,N in degrees"),
+    year: int | None = typer.Option(None, metavar="YEAR", help="Without a VRT: embedding year, e.g. 2024"),
+    source: str | None = typer.Option(None, metavar="LAYOUT", help="Without a VRT: bucket layout, source-coop (default) or gateway"),
+    bands: str | None = typer.Option(None, metavar="LIST", help="Bands to write, in order, e.g. 1,2,3 or 1-16 (default all 128); "
+                                     + BANDS_HELP),
+    compress: str = typer.Option("zstd", metavar="CODEC", help="zstd, deflate, lzw, lerc or none"),
+    level: int | None = typer.Option(None, metavar="N", help="Compression level (zstd, deflate)"),
+    blocksize: int = typer.Option(512, metavar="PIXELS", help="Internal tile size in pixels"),
     overviews: bool = typer.Option(True, "--overviews/--no-overviews", help="Write internal overviews"),
     overwrite: bool = typer.Option(False, help="Replace existing output files"),
-    endpoint: str | None = typer.Option(None, help="S3 endpoint URL (default: the one the VRT was built with)"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL (default: the one the VRT was built with)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
     as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
     allow_missing: bool = typer.Option(False, help="Write NaN for tile objects that are gone (404/403) instead of failing"),
+    workers: int | None = typer.Option(None, metavar="N", help="Run on a local Dask cluster of N worker processes "
+                                       "(output: a folder or s3:// prefix)"),
+    dask: str | None = typer.Option(None, metavar="ADDRESS", help="Run on the Dask scheduler at ADDRESS, e.g. "
+                                    "tcp://host:8786 (output: a folder or s3:// prefix)"),
+    piece_size: int | None = typer.Option(None, metavar="PIXELS", help="Collection piece size in pixels (default 4096)"),
+    output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote and output bytes and the time "
+                                 "it would take; read no tile, write nothing"),
 ) -> None:
     """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly.
+
+    An output folder or s3://bucket/prefix/ gets a COG collection instead: aligned pieces, one COG each, with
+    a VRT and a GTI index per zone that GDAL opens as one raster; a rerun finishes an interrupted one.
 
     From a VRT (tessvrt build): materialise london.vrt out.tif. From a dataset's Zarr store, no VRT:
     materialise out.tif --dataset v1.1-dclimate --bbox -0.2,51.4,0.1,51.6 --year 2024.
@@ -103,66 +143,107 @@ def materialise(
     from .source.s3 import set_progress
 
     _handle_signals()
+    _check_materialise_args(vrt, output, dataset, bbox, year)
     if quiet:
         set_progress(None)  # no "fetching ..." lines either
     try:
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, bands=bands, compress=compress,
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
-                  progress=None if quiet else progress_printer(), allow_missing=allow_missing)
+                  progress=None if quiet else progress_printer(), allow_missing=allow_missing, workers=workers,
+                  dask=dask, piece_size=piece_size, output_endpoint=output_endpoint,
+                  dry_run=dry_run)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; no output was written (run the same command again to restart)", 130)
     if res.missing:
         typer.echo(f"tiles gone from the bucket, written as NaN: {', '.join(res.missing)}", err=True)
+    if res.estimate is not None:
+        est = res.estimate
+        if as_json:
+            typer.echo(json.dumps({"dry_run": True, "zones": est.zones, "outputs": est.outputs, "tiles": est.tiles,
+                                   "pixels": est.pixels, "bands": est.bands, "remote_bytes": est.remote_bytes,
+                                   "remote_bytes_exact": est.remote_exact, "float32_bytes": est.float32_bytes,
+                                   "output_bytes": round(est.output_bytes), "seconds": round(est.seconds, 1)}))
+        else:
+            typer.echo(est.line())
+        return
+    col = res.collection
     if as_json:
-        typer.echo(json.dumps({"files": [str(p) for p in res.files], "bytes": res.bytes_written, "seconds": round(res.seconds, 2),
+        extra = {} if col is None else {"collection": col.target, "pieces": col.pieces, "pieces_written": col.written,
+                                        "pieces_skipped": col.skipped}
+        typer.echo(json.dumps({**extra, "files": [str(p) for p in res.files], "bytes": res.bytes_written,
+                               "seconds": round(res.seconds, 2),
                                "remote_bytes": res.remote_bytes, "mb_per_s": round(res.mb_per_s, 1),
-                               "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside}))
+                               "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside,
+                               "not_written": res.not_written}))
         return
     for p in res.files:
         typer.echo(f"wrote {p}")
+    if col is not None:
+        typer.echo(f"{col.target}: {col.pieces} piece(s), {col.written} written, {col.skipped} already complete", err=True)
     if res.not_computed or res.outside:
         typer.echo(f"{res.not_computed:,} pixel(s) of the region not computed yet by upstream and {res.outside:,} beyond "
                    "the store's zone grids: written as NaN", err=True)
+    if res.not_written:
+        typer.echo(f"{res.not_written:,} pixel(s) have valid scales but no embeddings in the store yet (upstream writes "
+                   "embeddings after scales): written as NaN, not 0.0", err=True)
     if not quiet:
         typer.echo(f"{len(res.files)} file(s), {res.bytes_written / 1e6:,.1f} MB in {res.seconds:.1f} s "
                    f"({res.mb_per_s:,.1f} MB/s of float32, {res.remote_bytes / 1e6:,.1f} MB fetched)", err=True)
 
 
+def _check_materialise_args(vrt: str | None, output: str | None, dataset: str | None, bbox: str | None,
+                            year: int | None) -> None:
+    """The two forms' missing pieces in one line each, before the library guesses which form was meant."""
+    zarr_form = dataset is not None or bbox is not None or year is not None
+    if vrt is None:
+        _fail("no VRT and no output given: write `tessvrt materialise london.vrt out.tif` (a VRT from tessvrt build), or "
+              "`tessvrt materialise out.tif --dataset NAME --bbox W,S,E,N --year YEAR` (a Zarr store)")
+    if output is None and not zarr_form and vrt is not None and Path(vrt).suffix.lower() == ".vrt":
+        _fail(f"the output .tif is missing: write `tessvrt materialise {vrt} out.tif`")
+
+
 @app.command(context_settings={"ignore_unknown_options": True})  # points like -0.1,51.5 are not options
 def sample(
-    points: list[str] | None = typer.Argument(None, help="LON,LAT points (or --points FILE)"),
-    dataset: str = typer.Option(..., help="Dataset: a Zarr store (v1.1-dclimate, v1, ...) or npy dataset (--format npy)"),
-    year: int = typer.Option(..., help="Embedding year, e.g. 2024"),
-    points_file: Path | None = typer.Option(None, "--points", help="CSV (lon,lat columns) or GeoJSON of points"),
-    bands: str | None = typer.Option(None, help="Bands, e.g. 1,2,3 or 1-16 (default all 128)"),
-    fmt: str | None = typer.Option(None, "--format", help="zarr (default when the dataset has a store) or npy"),
-    source: str | None = typer.Option(None, help="Bucket layout: source-coop (default), gateway or legacy (npy)"),
-    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
-    manifest: str | None = typer.Option(None, help="npy: manifest path or URL instead of the dataset's own"),
+    points: list[str] | None = typer.Argument(None, metavar="LON,LAT", show_default=False,
+                                              help="LON,LAT points (or --points FILE)"),
+    dataset: str = typer.Option(..., metavar="NAME", help="Dataset: a Zarr store (v1.1-dclimate, v1, ...) or npy dataset (--format npy)"),
+    year: int = typer.Option(..., metavar="YEAR", help="Embedding year, e.g. 2024"),
+    points_file: Path | None = typer.Option(None, "--points", metavar="FILE", help="CSV (lon,lat columns) or GeoJSON of points"),
+    bands: str | None = typer.Option(None, metavar="LIST", help="Bands, e.g. 1,2,3 or 1-16 (default all 128); " + BANDS_HELP),
+    fmt: str | None = typer.Option(None, "--format", metavar="zarr|npy", help="zarr (default when the dataset has a store) or npy"),
+    source: str | None = typer.Option(None, metavar="LAYOUT", help="Bucket layout: source-coop (default), gateway or legacy (npy)"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
+    manifest: str | None = typer.Option(None, metavar="PATH|URL", help="npy: manifest path or URL instead of the dataset's own"),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of CSV"),
 ) -> None:
     """The dequantised values at points, with a status: valid, water, nodata (not computed yet), invalid, outside."""
     from .materialise import parse_bands
     from .sample import read_points, to_csv, to_rows
-    from .sample import sample as run
+    from .sample import sample_with_hint as run
 
+    _handle_signals()
     try:
         pts = list(points or []) + (read_points(points_file) if points_file else [])
         band_list = parse_bands(bands)
-        res = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint, manifest=manifest)
+        res, hint = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint,
+                        manifest=manifest)
     except TessvrtError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was printed (run the same command again)", 130)
+    if hint:
+        typer.echo(f"tessvrt: {hint}", err=True)
     rows = to_rows(res, band_list)
     typer.echo(json.dumps(rows) if as_json else to_csv(rows), nl=as_json)
 
 
 @app.command("gdal-config")
 def gdal_config(
-    config_file: Path | None = typer.Option(None, help="File to write (default ~/.gdal/gdalrc)"),
-    endpoint: str | None = typer.Option(None, help="S3 endpoint URL of a mirror or local server"),
-    source: str = typer.Option("source-coop", help="Bucket layout, as for build: source-coop, gateway or legacy"),
+    config_file: Path | None = typer.Option(None, metavar="FILE", help="File to write (default ~/.gdal/gdalrc)"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server"),
+    source: str = typer.Option("source-coop", metavar="LAYOUT", help="Bucket layout, as for build: source-coop, gateway or legacy"),
     print_only: bool = typer.Option(False, "--print", help="Only print the merged file"),
 ) -> None:
     """Let gdalinfo, gdal_translate, rasterio and QGIS read tessvrt VRTs with no environment variables.
@@ -191,17 +272,21 @@ def gdal_config(
 
 @app.command()
 def doctor(
-    endpoint: str | None = typer.Option(None, help="S3 endpoint URL, as given to gdal-config and build"),
-    source: str = typer.Option("source-coop", help="Bucket layout, as for gdal-config: source-coop, gateway or legacy"),
+    vrt: str | None = typer.Argument(None, metavar="VRT", show_default=False,
+                                      help="A VRT: check the source and endpoint it was built with"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL, as given to gdal-config and build"),
+    source: str | None = typer.Option(None, metavar="LAYOUT",
+                                      help="Bucket layout, as for gdal-config: source-coop (default), gateway or legacy"),
 ) -> None:
     """Check that rasterio's GDAL, gdalinfo and QGIS find gdal-config's settings and can read the source.
 
-    Prints what is missing and the command that fixes it; exits 1 when something is missing.
+    Prints what is missing and the command that fixes it; exits 1 when something is missing. Run it when
+    GDAL says "ERROR 4: Unable to open /vsis3/...": `tessvrt doctor X.vrt` checks what X.vrt reads.
     """
     from .doctor import doctor as run
 
     try:
-        rep = run(endpoint=endpoint, source=source)
+        rep = run(endpoint=endpoint, source=source, vrt=vrt)
     except TessvrtError as exc:
         _fail(str(exc))
     typer.echo(f"checking {rep.source}")
@@ -215,16 +300,21 @@ def doctor(
 
 @app.command()
 def info(
-    vrt: Path = typer.Argument(..., help="A VRT written by tessvrt build"),
+    vrt: Path = typer.Argument(..., metavar="VRT", help="A VRT written by tessvrt build"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Tiles, zones, size in pixels and remote bytes behind a VRT."""
+    from .doctor import config_hint
     from .info import info as run
 
     try:
         d = run(vrt)
     except TessvrtError as exc:
         _fail(str(exc))
+    # GDAL tools would fail on this VRT with only "ERROR 4: Unable to open /vsis3/...": say why, and the fix
+    hint = config_hint(d["endpoint"], d["source"], d["vsi"])
+    if hint:
+        typer.echo(f"tessvrt: {hint}", err=True)
     if as_json:
         typer.echo(json.dumps(d, indent=1))
         return
@@ -274,6 +364,8 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _handle_signals()  # from here on a signal is a KeyboardInterrupt: commands clean up, typer exits 130
     try:
         app()
     except KeyboardInterrupt:

@@ -48,19 +48,28 @@ def cluster(workers: int | None = None, address: str | None = None) -> Iterator[
 
 
 def run(fn: Callable[[Any], T], items: Sequence[Any], keys: Sequence[str], on_result: Callable[[T], None],
-        workers: int | None = None, address: str | None = None) -> None:
+        workers: int | None = None, address: str | None = None, on_start: Callable[[int], None] | None = None) -> None:
     """fn(item) for every item, here (no workers, no address) or on Dask; on_result as each completes.
 
-    The first task error stops the run (remaining tasks cancelled) and is raised as it is; a lost
-    scheduler is one TessvrtError. Results already delivered stay delivered.
+    on_start(n) is told how many workers run the tasks once they are known. The first task error
+    stops the run (remaining tasks cancelled) and is raised as it is; a lost scheduler is one
+    TessvrtError. Results already delivered stay delivered.
     """
     if workers is None and address is None:
+        if on_start:
+            on_start(1)
         for item in items:
             on_result(fn(item))
         return
     from distributed import as_completed
+    from distributed.client import FutureCancelledError
 
+    # the client logs a lost connection as tracebacks on stderr: the one line below says it instead
+    for name in ["distributed", *[n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     with cluster(workers, address) as client:
+        if on_start:
+            on_start(len(client.scheduler_info().get("workers", {})) or workers or 1)
         futures = client.map(fn, items, key=list(keys), pure=False)
         try:
             for fut in as_completed(futures):
@@ -68,7 +77,7 @@ def run(fn: Callable[[Any], T], items: Sequence[Any], keys: Sequence[str], on_re
         except TessvrtError:
             client.cancel(futures)
             raise
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, FutureCancelledError) as exc:
             where = address or "the local cluster"
             raise TessvrtError(f"lost the Dask scheduler at {where} ({type(exc).__name__}); the pieces already "
                                "complete are kept: run the same command again to finish the rest") from None

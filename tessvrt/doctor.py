@@ -158,29 +158,71 @@ def _at_least(value: str | None, ours: str) -> bool:
         return False
 
 
+GDAL_ERROR = "ERROR 4: Unable to open /vsis3/...npy"  # what GDAL says without the settings (and nothing more)
+
+
+def _bucket_settings(path: Path, ep: Endpoint, m: Mirror) -> dict[str, str] | None:
+    """The [credentials] subsection a config file holds for the mirror's bucket (None: none, or unreadable)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    want = credentials(ep, m.bucket)
+    return next((s for s in parse_config(text)[1].values() if s.get("path", "").rstrip("/") == want["path"]), None)
+
+
+def _has_settings(path: Path, ep: Endpoint, m: Mirror) -> bool:
+    have = _bucket_settings(path, ep, m)
+    return have is not None and have.get("AWS_S3_ENDPOINT") == credentials(ep, m.bucket)["AWS_S3_ENDPOINT"]
+
+
+def _other_configs() -> list[Path]:
+    """Config files tessvrt may have written that GDAL does not read now: ~/.gdal/gdalrc when GDAL_CONFIG_FILE
+    names another, and the sample service's ($TESSVRT_CACHE_DIR or ~/.cache/tessvrt)/sample/gdalrc: a new
+    shell without the README's `export GDAL_CONFIG_FILE` lands here."""
+    cache = os.environ.get("TESSVRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tessvrt")
+    found = [Path(os.path.expanduser("~")) / ".gdal" / "gdalrc", Path(cache) / "sample" / "gdalrc"]
+    return [p for p in dict.fromkeys(found) if p != default_path()]
+
+
+def config_fix(endpoint: str | None, source: str | None) -> str:
+    """The command that gives GDAL the settings: pointing GDAL_CONFIG_FILE at a file that has them, else gdal-config."""
+    m = mirror(source)
+    ep = Endpoint.parse(endpoint or m.endpoint)
+    for p in _other_configs():
+        if p.is_file() and _has_settings(p, ep, m):
+            return f"export GDAL_CONFIG_FILE={p}"
+    return fix_command(endpoint, source)
+
+
 def config_hint(endpoint: str | None, source: str | None, vsi: str = "s3") -> str | None:
-    """One line for build to print when GDAL's config file lacks the bucket's settings (None when fine).
+    """One line for build and info to print when GDAL's config file lacks the bucket's settings (None when fine).
 
     Only the credentials are looked at (cheap, no network): without them GDAL tools fail with
-    "ERROR 4: Unable to open /vsis3/..." and nothing points at gdal-config.
+    "ERROR 4: Unable to open /vsis3/...npy.Success" and nothing points at gdal-config.
     """
     if vsi != "s3":
         return None
     m = mirror(source)
     ep = Endpoint.parse(endpoint or m.endpoint)
     path = default_path()
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    _, subs = parse_config(text)
-    want = credentials(ep, m.bucket)
-    have = next((s for s in subs.values() if s.get("path", "").rstrip("/") == want["path"]), None)
-    if have is not None and have.get("AWS_S3_ENDPOINT") == want["AWS_S3_ENDPOINT"]:
+    if _has_settings(path, ep, m):
         return None
-    why = "has no settings for" if have is None else f"points {want['path']} at {have.get('AWS_S3_ENDPOINT')} for"
-    return (f"GDAL's config file {path} {why} this source, so gdalinfo and QGIS cannot read the VRT yet: "
-            f"run `{fix_command(endpoint, source)}` (`tessvrt doctor` checks it)")
+    have = _bucket_settings(path, ep, m)
+    why = "has no settings for" if have is None else f"points {credentials(ep, m.bucket)['path']} at " \
+                                                      f"{have.get('AWS_S3_ENDPOINT')} for"
+    return (f"GDAL's config file {path} {why} this source, so gdalinfo and QGIS cannot read the VRT yet (GDAL says "
+            f"only \"{GDAL_ERROR}\"): run `{config_fix(endpoint, source)}` (`tessvrt doctor` checks it)")
+
+
+def record_source(rec: dict) -> tuple[str | None, str, str]:
+    """(endpoint, source, vsi) a VRT's build record reads from: the endpoint None when it is the layout's own."""
+    source = rec.get("source") or DEFAULT_MIRROR
+    endpoint = rec.get("endpoint")
+    if endpoint == mirror(source).endpoint:
+        endpoint = None
+    return endpoint, source, rec.get("vsi") or "s3"
 
 
 def _probe_vrt(folder: Path, vsi_path: str) -> Path:
@@ -286,14 +328,24 @@ def _judge(what: str, res: dict, m: Mirror, file_problems: list[str], fix: str) 
     return Check(what, False, "; ".join(missing), hint)
 
 
-def doctor(endpoint: str | None = None, source: str | None = None, qgis_python: str = QGIS_PYTHON) -> Report:
-    """Check the config file, the source, and every GDAL found; see the module docstring."""
+def doctor(endpoint: str | None = None, source: str | None = None, qgis_python: str = QGIS_PYTHON,
+           vrt: str | os.PathLike | None = None) -> Report:
+    """Check the config file, the source, and every GDAL found; see the module docstring.
+
+    With a VRT, the source and endpoint it was built with are checked (those given explicitly win).
+    """
+    if vrt is not None:
+        from .record import read_record
+
+        rec_endpoint, rec_source, _ = record_source(read_record(vrt))
+        endpoint = endpoint if endpoint is not None else rec_endpoint
+        source = source if source is not None else rec_source
     m = mirror(source)
     ep = Endpoint.parse(endpoint or m.endpoint)
     dataset = next(d for d in DATASETS if d.npy == DEFAULT_DATASET)
     loc = S3Location(m.bucket, m.manifest_key(dataset))
     path = default_path()
-    fix = fix_command(endpoint, source)
+    fix = config_fix(endpoint, source)
     rep = Report(path, f"{loc.uri} via {ep.https_base}")
 
     try:

@@ -37,3 +37,16 @@ def check_name(target: Path, longest: int, option: str) -> None:
     if longest > NAME_MAX:
         raise TessvrtError(f"output name {target.name[:40]}... is too long ({len(target.name)} characters; "
                            f"files made from it would exceed {NAME_MAX}); choose a shorter {option}")
+
+
+def human_bytes(n: float) -> str:
+    """A size as people read it (decimal units): '1.6 GB' from 1 GB up, '340.2 MB' below it, then kB and bytes,
+    so a small size never reads '0.0 GB'. Each unit takes over where the smaller one would round to 1,000."""
+    n = max(float(n), 0.0)
+    if n >= 999.95e6:
+        return f"{n / 1e9:,.1f} GB"
+    if n >= 999.5e3:
+        return f"{n / 1e6:,.1f} MB"
+    if n >= 999.5:
+        return f"{n / 1e3:,.0f} kB"
+    return f"{n:.0f} bytes"

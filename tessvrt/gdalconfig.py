@@ -150,7 +150,12 @@ def gdal_config(
     path = Path(config_file) if config_file else default_path()
     m = mirror(source)
     ep = Endpoint.parse(endpoint or m.endpoint)
-    target = path.resolve() if path.is_symlink() else path
+    try:
+        target = path.resolve(strict=False) if path.is_symlink() else path
+    except (RuntimeError, OSError):  # a symlink loop: RuntimeError before Python 3.13, OSError (ELOOP) after
+        named = "" if config_file else " (GDAL_CONFIG_FILE names it)" if os.environ.get("GDAL_CONFIG_FILE") else ""
+        raise TessvrtError(f"{path}{named} is a symbolic link that loops back on itself; remove or repoint it, or "
+                           "choose --config-file") from None
     try:
         existing = target.read_bytes().decode() if target.is_file() else ""
     except (OSError, UnicodeDecodeError) as exc:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
-from pyproj import Transformer
+
+if TYPE_CHECKING:  # pyproj is imported by the first transform: `tessvrt info` never needs it
+    from pyproj import Transformer
 
 PIXEL = 10.0  # metres
 CELL_HUNDREDTHS = 10  # a tile cell is 0.1 degree = 10 hundredths
@@ -24,11 +27,15 @@ _EXACT_TOL = 0.05  # metres; pixel centres closer than this to a traced edge are
 
 @cache
 def _to_utm(epsg: int) -> Transformer:
+    from pyproj import Transformer
+
     return Transformer.from_crs(4326, epsg, always_xy=True)
 
 
 @cache
 def _to_lonlat(epsg: int) -> Transformer:
+    from pyproj import Transformer
+
     return Transformer.from_crs(epsg, 4326, always_xy=True)
 
 
@@ -192,26 +199,34 @@ class TileGrid:
 
 def tile_grids(tiles: list[Tile]) -> list[TileGrid]:
     """Native grids of many tiles at once (one projection call per zone)."""
-    out: list[TileGrid | None] = [None] * len(tiles)
-    by_zone: dict[int, list[int]] = {}
-    for i, t in enumerate(tiles):
-        by_zone.setdefault(t.epsg, []).append(i)
-    for epsg, idx in by_zone.items():
-        lon = np.array([tiles[i].lon for i in idx])
-        lat = np.array([tiles[i].lat for i in idx])
+    lon_i = np.array([t.lon_i for t in tiles], np.int64)
+    lat_i = np.array([t.lat_i for t in tiles], np.int64)
+    epsg, ce, cn, width, height = tile_geometry(lon_i, lat_i)
+    return [TileGrid(t, int(epsg[k]), float(ce[k]), float(cn[k]), int(width[k]), int(height[k]))
+            for k, t in enumerate(tiles)]
+
+
+def tile_geometry(lon_i: np.ndarray, lat_i: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(epsg, corner_e, corner_n, width, height) arrays of tiles given by centre in hundredths: SPEC's corner
+    formula, one projection call per zone, no object per tile (a continent is 10^5 tiles)."""
+    lon_all, lat_all = lon_i / 100, lat_i / 100  # as Tile.lon / Tile.lat
+    zone = np.clip(np.floor((lon_all + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
+    epsg = np.where(lat_all >= 0, 32600, 32700) + zone
+    ce, cn = np.empty(lon_all.size), np.empty(lon_all.size)
+    width, height = np.empty(lon_all.size, np.int64), np.empty(lon_all.size, np.int64)
+    for code in np.unique(epsg):
+        m = epsg == code
+        lon, lat = lon_all[m], lat_all[m]
         # corners UL, UR, LL, LR
         clon = np.stack([lon - 0.05, lon + 0.05, lon - 0.05, lon + 0.05], axis=1)
         clat = np.stack([lat + 0.05, lat + 0.05, lat - 0.05, lat - 0.05], axis=1)
-        e, n = _to_utm(epsg).transform(clon, clat)
+        e, n = _to_utm(int(code)).transform(clon, clat)
         origin_e = np.minimum(e[:, 0], e[:, 2])
         origin_n = np.maximum(n[:, 0], n[:, 1])
-        height = np.round((origin_n - np.minimum(n[:, 2], n[:, 3])) / PIXEL).astype(int)
-        width = np.round((np.maximum(e[:, 1], e[:, 3]) - origin_e) / PIXEL).astype(int)
-        for k, i in enumerate(idx):
-            out[i] = TileGrid(
-                tiles[i], epsg, float(origin_e[k]), float(origin_n[k]), int(width[k]), int(height[k])
-            )
-    return out  # type: ignore[return-value]
+        height[m] = np.round((origin_n - np.minimum(n[:, 2], n[:, 3])) / PIXEL).astype(int)
+        width[m] = np.round((np.maximum(e[:, 1], e[:, 3]) - origin_e) / PIXEL).astype(int)
+        ce[m], cn[m] = origin_e, origin_n
+    return epsg, ce, cn, width, height
 
 
 def owner_cells(epsg: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,11 @@ from .record import read_record
 
 
 def info(vrt_path: str | Path) -> dict:
+    """What `tessvrt info` prints, from the VRT's checked build record (no network)."""
+    from .doctor import record_source
+
     rec = read_record(vrt_path)
+    endpoint, source, vsi = record_source(rec)
     w = rec["main"]["window"]
     remote = sum(t["grid_size"] + t["scales_size"] for t in rec["tiles"])
     return {
@@ -26,4 +30,7 @@ def info(vrt_path: str | Path) -> dict:
         "zones": [{"crs": f"EPSG:{z['epsg']}", "vrt": z["vrt"], "width": z["window"]["width"],
                    "height": z["window"]["height"]} for z in rec["zones"]],
         "remote_bytes": remote,
+        "source": source,
+        "endpoint": endpoint,  # None: the layout's own (AWS for source-coop)
+        "vsi": vsi,
     }

@@ -21,7 +21,7 @@ from typing import Any
 
 from .cog.profiles import CogProfile
 from .cog.write import write_cog
-from .errors import TessvrtError, check_name, check_output_folder
+from .errors import TessvrtError, check_name, check_output_folder, human_bytes
 from .grid import Window
 from .pixels import PixelSource, Stats, ZoneJob, npy_jobs, zarr_jobs
 from .publish import TargetLock, clean_stale, publish, tmp_path
@@ -44,6 +44,7 @@ class MaterialiseResult:
     not_written: int = 0  # Zarr: pixels with a valid scale whose embeddings chunk or shard is absent, written as NaN
     requests: int = 0  # Zarr: GETs made (metadata, shard indexes, coalesced chunk ranges)
     collection: Any = None  # a COG collection's CollectionResult (pieces written and skipped)
+    estimate: Any = None  # dry_run: the plan's estimate.Estimate, nothing written
 
     @property
     def mb_per_s(self) -> float:
@@ -97,6 +98,7 @@ def materialise(
     dask: str | None = None,
     piece_size: int | None = None,
     output_endpoint: str | None = None,
+    dry_run: bool = False,
 ) -> MaterialiseResult:
     """Write the VRT's embeddings as float32 COGs, one per UTM zone; returns what was written.
 
@@ -107,6 +109,8 @@ def materialise(
     An output that is a folder or an s3:// prefix gets a COG collection (tessvrt.collection): the
     region cut into aligned pieces of piece_size pixels, written by Dask workers (`workers` local
     processes, or the scheduler at `dask`) or, with neither, here; same bytes either way.
+    dry_run: plan and check the source only (manifest, record or store metadata; no tile read, nothing
+    written) and return the estimate (result.estimate: tiles, pixels, remote and output bytes, time).
     """
     from .collection import PIECE, is_collection, materialise_collection
 
@@ -118,6 +122,16 @@ def materialise(
     if not collection and (workers is not None or dask is not None or piece_size is not None):
         raise TessvrtError(f"--workers, --dask and --piece-size write a COG collection: give a folder or an "
                            f"s3://bucket/prefix/ as the output instead of {out}")
+    if dry_run:
+        from .collection import cut
+        from .estimate import estimate
+
+        for j in jobs:
+            j.spec.release()
+        n = sum(len(cut(j, piece_size or PIECE)) for j in jobs) if collection else len(jobs)
+        est = estimate(jobs, len(band_list), n, workers=workers or 1, unit="piece" if collection else "file")
+        return MaterialiseResult([], 0, time.perf_counter() - t0, 0, tiles, output_float32_bytes=est.float32_bytes,
+                                 estimate=est)
     try:
         if collection:
             col = materialise_collection(jobs, out, band_list, cog, piece_size=piece_size or PIECE, overwrite=overwrite,
@@ -128,7 +142,7 @@ def materialise(
                                      else [], col.bytes_written, time.perf_counter() - t0, st.remote_bytes, tiles,
                                      output_float32_bytes=col.float32_bytes, missing=st.missing,
                                      not_computed=st.not_computed, outside=st.outside, requests=st.requests,
-                                     collection=col)
+                                     not_written=st.not_written, collection=col)
         targets, stats, total = _write_outputs(Path(out), jobs, band_list, cog, overwrite, progress, threads)
     finally:
         for j in jobs:
@@ -238,8 +252,8 @@ def _check_space(parent: Path, windows: list[Window], nb: int, compress: str) ->
     need = sum(f * 4 / 3 * ratio for f in f32) + max(f / 3 + f * 4 / 3 * ratio for f in f32)
     free = shutil.disk_usage(parent).free
     if need > free:
-        raise TessvrtError(f"not enough free disk space in {parent}: materialise needs about {need / 1e9:,.1f} GB "
-                           f"(temporaries and output) and {free / 1e9:,.1f} GB are free; free space, choose another "
+        raise TessvrtError(f"not enough free disk space in {parent}: materialise needs about {human_bytes(need)} "
+                           f"(temporaries and output) and {human_bytes(free)} are free; free space, choose another "
                            "output folder or fewer --bands")
 
 

@@ -92,8 +92,13 @@ class TargetLock:
                                        "or choose another output") from None
                 lock.unlink(missing_ok=True)  # left by a run that is gone
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(str(os.getpid()))  # written on close: ENOSPC shows there
+            except OSError as exc:
+                lock.unlink(missing_ok=True)  # an empty lock would read as "no pid": never left behind
+                raise TessvrtError(f"cannot write the lock file {lock} ({exc.strerror or exc}); free disk space in "
+                                   f"{lock.parent} or choose another output") from None
             return
         raise TessvrtError(f"cannot lock {target} (lock file {lock} keeps reappearing); choose another output")
 

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,35 +43,107 @@ def check_point(lon: float, lat: float, what: str) -> tuple[float, float]:
 
 
 def read_points(path: str | Path) -> list[tuple[float, float]]:
-    """Points of a CSV (columns lon,lat or longitude,latitude or x,y) or a GeoJSON of Point/MultiPoint features."""
+    """Points of a CSV (columns lon,lat or longitude,latitude or x,y) or a GeoJSON of Point/MultiPoint features.
+
+    The file must be UTF-8 (a byte-order mark is allowed); any problem is one TessvrtError naming the
+    line (CSV) or feature (GeoJSON) and the value, never a traceback.
+    """
     p = Path(path)
     if not p.is_file():
         raise TessvrtError(f"--points {p} does not exist")
-    text = p.read_text()
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise TessvrtError(f"--points {p}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise TessvrtError(f"--points {p}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
+                           "UTF-8 CSV or GeoJSON") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise TessvrtError(f"--points {p}: a NUL byte on line {line}: not a text file; give a UTF-8 CSV or GeoJSON")
     if p.suffix.lower() in (".geojson", ".json"):
-        try:
-            doc = json.loads(text)
-            feats = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
-            out = []
-            for f in feats:
-                geom = f.get("geometry", f)
-                coords = [geom["coordinates"]] if geom["type"] == "Point" else geom["coordinates"]
-                if geom["type"] not in ("Point", "MultiPoint"):
-                    raise ValueError(f"{geom['type']} is not a point")
-                out += [check_point(float(c[0]), float(c[1]), f"{c[0]},{c[1]} in {p}") for c in coords]
-            return out
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TessvrtError(f"--points {p}: not a GeoJSON of Point features ({exc})") from None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    names = {k.strip().lower(): k for k in (rows[0].keys() if rows else [])}
+        return _geojson_points(text, p)
+    return _csv_points(text, p)
+
+
+def _csv_points(text: str, p: Path) -> list[tuple[float, float]]:
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise TessvrtError(f"--points {p}: not a CSV ({exc})") from None
+    names = {k.strip().lower(): k for k in (rows[0].keys() if rows else []) if k is not None}
     for lo, la in (("lon", "lat"), ("longitude", "latitude"), ("x", "y")):
         if lo in names and la in names:
-            try:
-                return [check_point(float(r[names[lo]]), float(r[names[la]]), f"on line {i + 2} of {p}")
-                        for i, r in enumerate(rows)]
-            except (TypeError, ValueError):
-                raise TessvrtError(f"--points {p}: a {lo}/{la} value is not a number") from None
+            out = []
+            for i, r in enumerate(rows):
+                where = f"line {i + 2} of {p}"
+                vals = []
+                for col in (lo, la):
+                    v = r.get(names[col])
+                    try:
+                        vals.append(float(v))  # type: ignore[arg-type]
+                    except (TypeError, ValueError):
+                        shown = "nothing" if v is None or not v.strip() else repr(v)
+                        raise TessvrtError(f"--points {where}: {col} is {shown}, not a number") from None
+                out.append(check_point(vals[0], vals[1], f"{r[names[lo]].strip()},{r[names[la]].strip()} on {where}"))
+            return out
     raise TessvrtError(f"--points {p}: no lon,lat (or longitude,latitude or x,y) columns in the CSV header")
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _geojson_points(text: str, p: Path) -> list[tuple[float, float]]:
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise TessvrtError(f"--points {p}: JSON nested too deeply to be a GeoJSON of points") from None
+    except ValueError as exc:
+        raise TessvrtError(f"--points {p}: not JSON ({exc})") from None
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        feats = doc.get("features")
+        if not isinstance(feats, list):
+            raise TessvrtError(f"--points {p}: the FeatureCollection has no list of features")
+    elif isinstance(doc, dict):
+        feats = [doc]
+    else:
+        raise TessvrtError(f"--points {p}: a JSON {type(doc).__name__}, not a GeoJSON FeatureCollection of points")
+    out: list[tuple[float, float]] = []
+    for i, f in enumerate(feats, 1):
+        where = f"feature {i} of {p}"
+        geom = f.get("geometry", f) if isinstance(f, dict) else None
+        kind = geom.get("type") if isinstance(geom, dict) else None
+        if kind not in ("Point", "MultiPoint"):
+            what = f"a {kind} geometry" if isinstance(kind, str) else f"{json.dumps(geom)[:60]} as geometry"
+            raise TessvrtError(f"--points {where}: {what}, not a Point or MultiPoint")
+        assert isinstance(geom, dict)
+        coords = geom.get("coordinates")
+        shown = json.dumps(coords)[:60]
+        positions = [coords] if kind == "Point" else coords
+        if not isinstance(positions, list) or not positions:
+            raise TessvrtError(f"--points {where}: {kind} coordinates {shown} hold no position [lon, lat]")
+        for c in positions:
+            if not (isinstance(c, list) and len(c) >= 2 and all(_number(v) for v in c[:2])):
+                raise TessvrtError(f"--points {where}: {kind} coordinates {shown}: {json.dumps(c)[:40]} is not a "
+                                   "position [lon, lat] of two numbers")
+            out.append(check_point(float(c[0]), float(c[1]), f"{c[0]},{c[1]} in {where}"))
+    return out
+
+
+def swap_hint(points: list[Point], inside: Callable[[float, float], bool]) -> str | None:
+    """Build's swapped-axes hint for points: the outside points that, read as LAT,LON, would be inside."""
+    swapped = [pt for pt in points if pt.status == "outside" and abs(pt.lon) <= 90 and pt.lon != pt.lat
+               and inside(pt.lat, pt.lon)]
+    if not swapped:
+        return None
+    e = swapped[0]
+    return (f"{len(swapped)} of the {sum(pt.status == 'outside' for pt in points)} point(s) outside the data would be "
+            f"inside with longitude and latitude swapped (e.g. {e.lon:g},{e.lat:g} -> {e.lat:g},{e.lon:g}): points "
+            "are LON,LAT, longitude first")
 
 
 def sample(
@@ -87,6 +160,23 @@ def sample(
 ) -> list[Point]:
     """Values and status at each point (lon, lat), in order; format 'zarr' (default when the dataset has a
     store) or 'npy'."""
+    return sample_with_hint(dataset, year, points, bands=bands, format=format, source=source, endpoint=endpoint,
+                            manifest=manifest, workers=workers)[0]
+
+
+def sample_with_hint(
+    dataset: str,
+    year: int,
+    points: list[tuple[float, float]] | list[str],
+    *,
+    bands: list[int] | str | None = None,
+    format: str | None = None,  # noqa: A002 - the CLI's --format
+    source: str | None = None,
+    endpoint: str | None = None,
+    manifest: str | None = None,
+    workers: int = 8,
+) -> tuple[list[Point], str | None]:
+    """`sample`, plus a hint when outside points would be inside with the axes swapped (typed LAT,LON)."""
     from .source.datasets import DATASETS
 
     pts = [parse_point(p) if isinstance(p, str) else check_point(float(p[0]), float(p[1]), f"{p[0]},{p[1]}")
@@ -97,10 +187,25 @@ def sample(
     has_zarr = any(dataset.strip() in (d.zarr, d.npy, d.variant) and d.zarr for d in DATASETS)
     fmt = format or ("zarr" if has_zarr else "npy")
     if fmt == "zarr":
-        return sample_store(open_store(dataset, source, endpoint), year, pts, band_list, workers)
+        ts = open_store(dataset, source, endpoint)
+        res = sample_store(ts, year, pts, band_list, workers)
+        return res, swap_hint(res, lambda lon, lat: _in_store(ts, lon, lat))
     if fmt == "npy":
-        return _sample_npy(dataset, year, pts, band_list, source, endpoint, manifest, workers)
+        res, has_tile = _sample_npy(dataset, year, pts, band_list, source, endpoint, manifest, workers)
+        return res, swap_hint(res, lambda lon, lat: has_tile(Tile.containing(lon, lat)))
     raise TessvrtError(f"--format {format!r} must be zarr or npy")
+
+
+def _in_store(ts: object, lon: float, lat: float) -> bool:
+    """Whether a point's pixel lies in a zone group's grid (sample_store's test for 'outside'; no chunk is read)."""
+    from .grid import Window
+
+    epsg, col, row = point_pixel(lon, lat)
+    g = ts.zone(epsg % 100)  # type: ignore[attr-defined]
+    if g is None:
+        return False
+    r, c = g.offset(Window(epsg, col, row, 1, 1))
+    return 0 <= r < g.height and 0 <= c < g.width
 
 
 def _owner(lon: float, lat: float) -> tuple[Tile, int, int, int] | None:
@@ -118,7 +223,7 @@ def _owner(lon: float, lat: float) -> tuple[Tile, int, int, int] | None:
 
 
 def _sample_npy(dataset: str, year: int, pts: list[tuple[float, float]], bands: list[int], source: str | None,
-                endpoint: str | None, manifest: str | None, workers: int) -> list[Point]:
+                endpoint: str | None, manifest: str | None, workers: int) -> tuple[list[Point], Callable[[Tile], bool]]:
     from . import scales
     from .build import TileSource, _raw_layout
     from .source import datasets
@@ -162,7 +267,7 @@ def _sample_npy(dataset: str, year: int, pts: list[tuple[float, float]], bands: 
         return p
 
     with Pool(workers, "tessvrt-fetch") as pool:
-        return pool.map(lambda ll: one(*ll), pts)
+        return pool.map(lambda ll: one(*ll), pts), lambda t: (t.lon_i, t.lat_i) in sel.rows.index
 
 
 def to_rows(points: list[Point], bands: list[int]) -> list[dict]:
@@ -189,4 +294,4 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["sample", "read_points", "parse_point", "to_rows", "to_csv", "STATUSES"]
+__all__ = ["sample", "sample_with_hint", "swap_hint", "read_points", "parse_point", "to_rows", "to_csv", "STATUSES"]

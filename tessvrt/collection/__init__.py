@@ -13,12 +13,14 @@ A rerun with the same arguments skips every piece already complete and verified.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..cog.profiles import CogProfile
 from ..errors import TessvrtError
+from ..estimate import estimate
 from ..pixels import Stats, ZoneJob
 from ..publish import TMP_MARK
 from . import index
@@ -26,7 +28,6 @@ from .pieces import PIECE, Piece, PieceResult, cut, fingerprint, tasks, write_pi
 from .target import FolderTarget, S3Target, parse_target
 
 RUN = ".tessvrt/run.json"
-
 
 @dataclass
 class CollectionResult:
@@ -74,8 +75,9 @@ def materialise_collection(jobs: list[ZoneJob], output: str, bands: list[int], c
     todo = tasks(jobs, bands, cog, piece_size, target, fp, threads)
     total = sum(t.piece.window.width * t.piece.window.height for t in todo) * len(bands) * 4
     lock = TargetLock([target.root / "manifest.json"]) if isinstance(target, FolderTarget) else None
-    if isinstance(target, FolderTarget) and not target.root.exists():
-        target.root.mkdir(parents=True)
+    created = isinstance(target, FolderTarget) and not target.root.exists()
+    if created:
+        target.root.mkdir(parents=True)  # type: ignore[union-attr]
     results: dict[str, PieceResult] = {}
     done = [0]
 
@@ -85,15 +87,27 @@ def materialise_collection(jobs: list[ZoneJob], output: str, bands: list[int], c
         if progress:
             progress(done[0], total)
 
+    from ..source.s3 import progress as say
+
     if lock is not None:
         lock.__enter__()
     try:
         _claim(target, fp, overwrite)
+        px = sum(t.piece.window.width * t.piece.window.height for t in todo)
+
+        def start(n: int) -> None:
+            say(estimate(jobs, len(bands), len(todo), px, n, "piece").line())
         target.clean_temporaries(sorted({j.label for j in jobs}))
         distributed.run(write_piece, todo, [f"tessvrt-{fp[:12]}-{t.piece.name}" for t in todo], on_result,
-                        workers, dask)
+                        workers, dask, start)
+        target.clean_temporaries(sorted({j.label for j in jobs}))  # what a killed worker left half-written
         zones = [(j.label, j.window, [t.piece for t in todo if t.piece.label == j.label]) for j in jobs]
         files = _write_indexes(target, zones, results, bands, cog, fp, jobs)
+    except BaseException:
+        if created and not any(not r.skipped for r in results.values()):  # a folder this run made and filled with nothing
+            lock.__exit__()  # type: ignore[union-attr]
+            shutil.rmtree(target.root, ignore_errors=True)  # type: ignore[union-attr]
+        raise
     finally:
         if lock is not None:
             lock.__exit__()

@@ -90,7 +90,7 @@ def tasks(jobs: list[ZoneJob], bands: list[int], cog: CogProfile, size: int, tar
             part = job.spec.part(piece.window)
             meta = {**job.meta, "TESSVRT_PIECE": piece.name}
             if "TESSVRT_TILES" in meta:  # the tiles this piece reads, not the whole zone's
-                meta["TESSVRT_TILES"] = ",".join(t.name for t in part.tiles)  # type: ignore[attr-defined]
+                meta["TESSVRT_TILES"] = ",".join(part.names())
             out.append(PieceTask(piece, part, tuple(bands), cog, tuple(sorted(meta.items())), target, fp, threads))
     return out
 

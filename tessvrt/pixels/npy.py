@@ -46,65 +46,149 @@ class NpyTile:
         return self.window.height
 
 
+# one row a tile (~60 bytes): a zone of 20,000 tiles pickles to ~1.2 MB, where as many NpyTiles (with their
+# S3 locations as strings) would be ~40x that and take seconds to build, pickle and send to each worker
+TILE_FIELDS = np.dtype([("lon_i", "<i4"), ("lat_i", "<i4"), ("col0", "<i8"), ("row0", "<i8"), ("width", "<i4"),
+                        ("height", "<i4"), ("grid_offset", "<i8"), ("scales_offset", "<i8"), ("grid_size", "<i8"),
+                        ("scales_size", "<i8"), ("scale_bands", "<i2")])
+NAME = "{name}"  # in a URI pattern: the tile's name, grid_{lon:.2f}_{lat:.2f}
+
+
+@dataclass(frozen=True, eq=False)
+class TileTable:
+    """The tiles of one zone as columns: where their bytes are and where their pixels land.
+
+    `grid`/`scales` are one URI pattern holding NAME (object keys are derived from the tile name, as
+    upstream derives them) or, when a record's URIs follow no single pattern, one URI per row.
+    Tiles become NpyTiles only for the window a task reads (`tiles(mask)`).
+    """
+
+    epsg: int
+    rows: np.ndarray  # TILE_FIELDS
+    grid: str | tuple[str, ...]
+    scales: str | tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def touching(self, win: Window) -> np.ndarray:
+        """Which tiles' windows intersect win (as Window.intersection decides it)."""
+        r = self.rows
+        c0, c1 = np.maximum(r["col0"], win.col0), np.minimum(r["col0"] + r["width"], win.col0 + win.width)
+        t, b = np.minimum(r["row0"], win.row0), np.maximum(r["row0"] - r["height"], win.row0 - win.height)
+        return (c1 > c0) & (t > b)
+
+    def take(self, mask: np.ndarray) -> TileTable:
+        """The rows selected by a boolean mask."""
+        idx = np.flatnonzero(mask)
+        grid = self.grid if isinstance(self.grid, str) else tuple(self.grid[i] for i in idx)
+        scales = self.scales if isinstance(self.scales, str) else tuple(self.scales[i] for i in idx)
+        return TileTable(self.epsg, self.rows[idx], grid, scales)
+
+    def names(self) -> list[str]:
+        return [Tile(int(a), int(b)).name for a, b in zip(self.rows["lon_i"], self.rows["lat_i"], strict=True)]
+
+    def tiles(self) -> list[NpyTile]:
+        """Every row as an NpyTile (ownership not traced yet)."""
+        out = []
+        for k, (r, name) in enumerate(zip(self.rows, self.names(), strict=True)):
+            g = self.grid.replace(NAME, name) if isinstance(self.grid, str) else self.grid[k]
+            s = self.scales.replace(NAME, name) if isinstance(self.scales, str) else self.scales[k]
+            out.append(NpyTile(name, Tile(int(r["lon_i"]), int(r["lat_i"])), S3Location.parse(g), S3Location.parse(s),
+                               int(r["grid_offset"]), int(r["scales_offset"]), int(r["scale_bands"]), int(r["grid_size"]),
+                               int(r["scales_size"]), Window(self.epsg, int(r["col0"]), int(r["row0"]), int(r["width"]),
+                                                             int(r["height"]))))
+        return out
+
+    @classmethod
+    def from_record(cls, rec: dict, epsg: int) -> TileTable:
+        """A zone's tiles of a build record (its tiles' windows from their corners, as TileGrid places them)."""
+        tiles = [t for t in rec["tiles"] if t["epsg"] == epsg]
+        rows = np.zeros(len(tiles), TILE_FIELDS)
+        for i, t in enumerate(tiles):
+            win = TileGrid(Tile(round(t["lon"] * 100), round(t["lat"] * 100)), epsg, t["corner"][0], t["corner"][1],
+                           t["width"], t["height"]).window
+            rows[i] = (round(t["lon"] * 100), round(t["lat"] * 100), win.col0, win.row0,
+                       win.width, win.height, t["grid_offset"], t["scales_offset"], t["grid_size"], t["scales_size"],
+                       t["scale_bands"])
+        return cls(epsg, rows, uri_pattern([t["grid"] for t in tiles], [t["name"] for t in tiles]),
+                   uri_pattern([t["scales"] for t in tiles], [t["name"] for t in tiles]))
+
+
+def uri_pattern(uris: list[str], names: list[str]) -> str | tuple[str, ...]:
+    """One pattern (the tile name replaced by NAME) when every URI follows it, else the URIs themselves."""
+    if not uris or names[0] not in uris[0] or NAME in uris[0]:
+        return tuple(uris)
+    pat = uris[0].replace(names[0], NAME)
+    return pat if all(u == pat.replace(NAME, n) for u, n in zip(uris, names, strict=True)) else tuple(uris)
+
+
 @dataclass(frozen=True)
 class NpySpec:
-    """The tiles of one zone of a build record, read from an endpoint."""
+    """The tiles of one zone of a region (a build record's, or a manifest's selection), read from an endpoint.
+
+    Holds a TileTable, nothing open: `part(win)` keeps the rows a window touches (what a task
+    carries); `open(win)` makes NpyTiles of those rows only and traces their ownership where it runs.
+    """
 
     endpoint: Endpoint
-    tiles: tuple[NpyTile, ...]
+    table: TileTable
     allow_missing: bool = False
 
+    @property
+    def tiles(self) -> tuple[NpyTile, ...]:
+        return tuple(self.table.tiles())
+
     def covers(self, win: Window) -> bool:
-        return any(t.window.intersection(win) for t in self.tiles)
+        return bool(self.table.touching(win).any())
+
+    def footprint(self) -> tuple[int, int]:
+        """(tiles, bytes of their objects): what reading all of it costs at most, known without a request."""
+        r = self.table.rows
+        return len(r), int(r["grid_size"].sum() + r["scales_size"].sum())
+
+    def names(self) -> list[str]:
+        return self.table.names()
 
     def part(self, win: Window) -> NpySpec:
         """Only the tiles a window touches: what a piece's task carries."""
-        return replace(self, tiles=tuple(t for t in self.tiles if t.window.intersection(win)))
+        return replace(self, table=self.table.take(self.table.touching(win)))
 
     def release(self) -> None:
         pass
 
     def open(self, win: Window) -> NpyPixels:
-        tiles = [t for t in self.tiles if t.window.intersection(win)]
-        owned = [t if t.own is not None else None for t in tiles]
-        todo = [i for i, t in enumerate(owned) if t is None]
-        if todo:  # ownership is traced where the pixels are read (cheap, and not pickled)
-            owns = ownerships([tiles[i].tile for i in todo], [tiles[i].window for i in todo])
-            for i, o in zip(todo, owns, strict=True):
-                owned[i] = replace(tiles[i], own=o)
-        return NpyPixels(_Source(self.endpoint, self.allow_missing), owned, win)  # type: ignore[arg-type]
+        tiles = self.table.take(self.table.touching(win)).tiles()
+        if tiles:  # ownership is traced where the pixels are read (cheap, and not pickled); tiles are independent
+            owns = ownerships([t.tile for t in tiles], [t.window for t in tiles])
+            tiles = [replace(t, own=o) for t, o in zip(tiles, owns, strict=True)]
+        return NpyPixels(_Source(self.endpoint, self.allow_missing), tiles, win)
 
 
 def record_tiles(rec: dict, epsg: int) -> list[NpyTile]:
     """A zone's tiles of a build record, with their ownership traced (one batch for the zone)."""
-    tiles = [t for t in rec["tiles"] if t["epsg"] == epsg]
-    grids = [TileGrid(Tile(round(t["lon"] * 100), round(t["lat"] * 100)), t["epsg"], t["corner"][0], t["corner"][1],
-                      t["width"], t["height"]) for t in tiles]
-    owns = ownerships([g.tile for g in grids], [g.window for g in grids])
-    return [
-        NpyTile(t["name"], g.tile, S3Location.parse(t["grid"]), S3Location.parse(t["scales"]), t["grid_offset"],
-                t["scales_offset"], t["scale_bands"], t["grid_size"], t["scales_size"], g.window, own)
-        for t, g, own in zip(tiles, grids, owns, strict=True)
-    ]
+    tiles = TileTable.from_record(rec, epsg).tiles()
+    owns = ownerships([t.tile for t in tiles], [t.window for t in tiles])
+    return [replace(t, own=o) for t, o in zip(tiles, owns, strict=True)]
 
 
 def npy_jobs(rec: dict, endpoint: Endpoint, allow_missing: bool = False) -> list[ZoneJob]:
-    """A build record's zones as jobs: window, tiles and GeoTIFF tags of each."""
+    """A build record's zones as jobs: window, tiles (a TileTable: ownership is traced when opened) and GeoTIFF tags."""
     out = []
     for z in rec["zones"]:
-        tiles = record_tiles(rec, z["epsg"])
-        out.append(ZoneJob(z["label"], Window(**z["window"]), NpySpec(endpoint, tuple(tiles), allow_missing),
-                           _metadata(rec, z, tiles)))
+        table = TileTable.from_record(rec, z["epsg"])
+        out.append(ZoneJob(z["label"], Window(**z["window"]), NpySpec(endpoint, table, allow_missing),
+                           _metadata(rec, z, table.names())))
     return out
 
 
-def _metadata(rec: dict, zone: dict, tiles: list[NpyTile]) -> dict[str, str]:
+def _metadata(rec: dict, zone: dict, names: list[str]) -> dict[str, str]:
     return {
         "TESSERA_DATASET": str(rec["dataset"]),
         "TESSERA_DATASET_VERSION": str(rec["dataset_version"]),
         "TESSERA_VARIANT": str(rec["variant"]),
         "TESSERA_YEAR": str(rec["year"]),
-        "TESSVRT_TILES": ",".join(t.name for t in tiles),
+        "TESSVRT_TILES": ",".join(names),
         "TESSVRT_MISSING_TILES": ",".join(rec.get("missing", [])),
         "TESSVRT_SOURCE": str(rec["manifest"]),  # build stores it without user-info or query string
         "TESSVRT_VERSION": __version__,

@@ -59,6 +59,12 @@ class ZarrSpec:
         grid = Window(self.epsg, self.col0, self.row0, self.width, self.height)
         return grid.intersection(win) is not None
 
+    def footprint(self) -> None:
+        return None  # chunk sizes are in shard indexes: unknown until read
+
+    def names(self) -> list[str]:
+        return []
+
     def part(self, win: Window) -> ZarrSpec:
         return self  # the store is opened by name: nothing to narrow
 

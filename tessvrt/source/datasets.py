@@ -7,9 +7,12 @@ the manifest: a manifest's path columns are only checked against them (shared/SP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import TessvrtError
-from ..grid import Tile
+
+if TYPE_CHECKING:  # grid imports numpy and pyproj: `tessvrt datasets` starts without them
+    from ..grid import Tile
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,23 @@ def npy_dataset(name: str) -> Choice:
                            f"out.tif --dataset {z} --bbox W,S,E,N --year Y` or read points with `tessvrt sample "
                            f"--dataset {z} --year Y LON,LAT`; build needs .npy tiles: choose one of "
                            f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
-    raise TessvrtError(f"--dataset {key!r} is not a TESSERA dataset; choose one of "
+    raise TessvrtError(f"--dataset {key!r} is not a TESSERA dataset{did_you_mean(key, 'npy')}; choose one of "
                        f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
+
+
+def did_you_mean(key: str, fmt: str) -> str:
+    """' (did you mean v1.1-cam?)' for a misspelt name, matched against names and variants; '' when none is close."""
+    import difflib
+
+    names: dict[str, str] = {}
+    for d in DATASETS:
+        name = d.name if fmt == "npy" else d.zarr  # npy: a Zarr-only name leads to its own pointer
+        if name:
+            for alias in (name, d.variant, f"v{d.version.removesuffix('.0')}-{d.variant}"):
+                names.setdefault(alias.lower(), name)
+    close = difflib.get_close_matches(key.lower(), names, n=3, cutoff=0.6)
+    picks = list(dict.fromkeys(names[c] for c in close))
+    return f" (did you mean {' or '.join(picks)}?)" if picks else ""
 
 
 def zarr_dataset(name: str) -> Dataset:
@@ -83,7 +101,7 @@ def zarr_dataset(name: str) -> Dataset:
     for d in DATASETS:
         if d.zarr and key in (d.zarr, d.npy, d.variant):
             return d
-    raise TessvrtError(f"--dataset {key!r} names no TESSERA Zarr store; choose one of "
+    raise TessvrtError(f"--dataset {key!r} names no TESSERA Zarr store{did_you_mean(key, 'zarr')}; choose one of "
                        f"{', '.join(d.zarr for d in DATASETS if d.zarr)} (tessvrt datasets lists them)")
 
 

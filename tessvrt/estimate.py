@@ -1,0 +1,64 @@
+"""What a materialise run will cost, before any tile is read: printed up front and by --dry-run.
+
+Known exactly from the plan: tiles, pixels, outputs, the npy objects' sizes (manifest). Estimated:
+the COG bytes (measured compression ratio) and the time (measured per-worker rate), both from
+docs/performance.md; Zarr chunk bytes are unknown until the shard indexes are read (upper bound given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import human_bytes
+from .pixels import ZoneJob
+
+# float32 MB/s of one process (one worker) writing 128-band COGs, zstd 1, over a fast network: measured by
+# scripts/bench_materialise.py and scripts/bench_dask.py (docs/performance.md).
+RATE_PER_WORKER = 100e6
+COMPRESSED = 0.65  # COG bytes per float32 byte (zstd 1, floating-point predictor; docs/performance.md)
+ZARR_BYTES_PER_PIXEL = 132  # uncompressed int8 x 128 + float32 scale: the most a Zarr region can cost
+
+
+@dataclass
+class Estimate:
+    zones: int
+    outputs: int  # files (one per zone) or pieces
+    tiles: int | None  # npy only
+    pixels: int
+    bands: int
+    remote_bytes: int
+    remote_exact: bool  # npy: object sizes from the manifest; Zarr: an upper bound
+    workers: int
+    unit: str = "file"  # what an output is: a file (one COG per zone) or a piece of a collection
+
+    @property
+    def float32_bytes(self) -> int:
+        return self.pixels * self.bands * 4
+
+    @property
+    def output_bytes(self) -> float:
+        return self.float32_bytes * COMPRESSED
+
+    @property
+    def seconds(self) -> float:
+        return self.float32_bytes / (RATE_PER_WORKER * max(self.workers, 1))
+
+    def line(self) -> str:
+        s = self.seconds
+        took = f"{s:,.0f} s" if s < 120 else f"{s / 60:,.0f} min" if s < 7200 else f"{s / 3600:,.1f} h"
+        tiles = f", {self.tiles:,} tiles" if self.tiles is not None else ""
+        remote = f"~{human_bytes(self.remote_bytes)} of tiles" if self.remote_exact else \
+            f"at most {human_bytes(self.remote_bytes)} of Zarr chunks"
+        return (f"{self.outputs:,} {self.unit}(s) in {self.zones} zone(s){tiles}, {self.pixels:,} pixels x {self.bands} bands; "
+                f"reads {remote}, writes ~{human_bytes(self.output_bytes)} "
+                f"({human_bytes(self.float32_bytes)} of float32); about {took} at {RATE_PER_WORKER / 1e6:,.0f} MB/s "
+                f"per worker x {max(self.workers, 1)}")
+
+
+def estimate(jobs: list[ZoneJob], bands: int, outputs: int, pixels: int | None = None, workers: int = 1,
+             unit: str = "file") -> Estimate:
+    feet = [j.spec.footprint() for j in jobs]
+    px = sum(j.window.width * j.window.height for j in jobs) if pixels is None else pixels
+    npy = all(f is not None for f in feet)
+    return Estimate(len(jobs), outputs, sum(f[0] for f in feet) if npy else None, px, bands,  # type: ignore[index]
+                    sum(f[1] for f in feet) if npy else px * ZARR_BYTES_PER_PIXEL, npy, workers, unit)  # type: ignore[index]

@@ -143,6 +143,11 @@ def test_absent_embeddings_under_valid_scales_are_nan_and_counted(srv, base, tmp
     ref[:, h] = np.nan
     assert_same(got, ref, "absent embeddings chunk/shard vs zarr-python with NaN there")
     assert res.not_written == int(h.sum()), (res.not_written, int(h.sum()))
+    cli = run_cli("materialise", str(tmp_path / "c.tif"), "--dataset", "v1.1-dclimate", "--bbox",
+                  pixel_box(4060, 4120, 4050, 4130), "--year", "2024", "--endpoint", srv.url, "--blocksize", "64", "--json")
+    assert json.loads(cli.stdout)["not_written"] == res.not_written
+    with rasterio.open(tmp_path / "c.tif") as d:
+        assert_same(d.read(), ref, "the CLI's output")
 
 
 def test_sample_says_missing_for_absent_embeddings(srv, base, tmp_path):

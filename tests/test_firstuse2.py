@@ -75,7 +75,7 @@ def test_materialise_vrt_argument_is_not_required():
     out = cli("materialise", "--help", env={**os.environ, "COLUMNS": "250"}).stdout
     row = next(ln for ln in out.splitlines() if ln.strip().startswith("VRT "))
     assert "required" not in row, row
-    assert "[VRT] [OUTPUT.tif]" in out.splitlines()[0], out.splitlines()[0]
+    assert "[VRT] [OUTPUT]" in out.splitlines()[0], out.splitlines()[0]
 
 
 # --- did you mean, missing output ----------------------------------------------------------------------

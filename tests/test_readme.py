@@ -138,7 +138,7 @@ def test_use_section_runs_offline(user, gdal_bin):
     proc = subprocess.Popen([sys.executable, *serve_cmd[1:], "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=work)
     try:
-        seen = _Lines(proc).until(lambda s: any(x.startswith("tessvrt gdal-config") for x in s), timeout=180)
+        seen = _Lines(proc).until(lambda s: any(x.startswith("tessvrt gdal-config") for x in s), timeout=600)
         paste = seen[next(i for i, x in enumerate(seen) if x.startswith("Paste")) + 1:]
         # the block starts with exactly what the service prints; README shows the default port and folder
         assert len(offline) > len(paste)
@@ -177,7 +177,7 @@ def test_use_section_runs_offline(user, gdal_bin):
     finally:
         proc.send_signal(2)  # Ctrl-C
         try:
-            _, err = proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=120)
         finally:
             proc.kill()
     assert proc.returncode == 0 and "stopped" in err, err

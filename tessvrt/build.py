@@ -233,6 +233,23 @@ def _write_const(path: Path, width: int, height: int) -> None:
             pass
 
 
+def _selection(bbox: str | BBox | None, tiles: list | None, dataset: str, year: int, source: str | None,
+               manifest: str | None, endpoint: str | None, columns: list[str] | None = None) -> tuple:
+    """What build and npy_region_jobs both start from: the box and tiles asked for, the dataset, the bucket
+    layout and endpoint, and the manifest's (fetched, cached) selection for the year."""
+    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
+    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
+    if box is None and not picked:
+        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
+    choice = npy_dataset(dataset)
+    mirror = datasets.mirror(source)
+    ep = Endpoint.parse(endpoint or mirror.endpoint)
+    src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
+    path = src.fetch()
+    sel = select(read_manifest(path, columns), choice.dataset, year)
+    return box, picked, choice, mirror, ep, src, path, sel
+
+
 def build(
     output: str | os.PathLike,
     *,
@@ -263,16 +280,7 @@ def build(
     sidecar = out.with_name(stem + SIDECAR_SUFFIX)
     check_name(out, len(f".{out.name}.{os.getpid()}.tessvrt-tmp"), "-o")
     previous = _previous_build(out, sidecar, overwrite)
-    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
-    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
-    if box is None and not picked:
-        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
-
-    choice = npy_dataset(dataset)
-    mirror = datasets.mirror(source)
-    ep = Endpoint.parse(endpoint or mirror.endpoint)
-    src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
-    sel = select(read_manifest(src.fetch()), choice.dataset, year)
+    box, picked, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint)
     present, missing, wanted = _requested(sel, box, picked)
     if len(present) > MAX_TILES:
         raise TessvrtError(f"{len(present):,} tiles would make about {len(present) * BYTES_PER_TILE / 1e9:,.1f} GB of VRT "
@@ -623,16 +631,8 @@ def npy_region_jobs(*, year: int, bbox: str | BBox | None = None, tiles: list[st
     from .pixels import NpySpec, ZoneJob
     from .pixels.npy import NAME, TILE_FIELDS, TileTable
 
-    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
-    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
-    if box is None and not picked:
-        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
-    choice = npy_dataset(dataset)
-    mirror = datasets.mirror(source)
-    ep = Endpoint.parse(endpoint or mirror.endpoint)
-    src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
-    path = src.fetch()
-    sel = select(read_manifest(path, REGION_COLUMNS), choice.dataset, year)
+    box, picked, choice, mirror, ep, src, path, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint,
+                                                                 REGION_COLUMNS)
     lon_all, lat_all = sel.rows["lon_i"].to_numpy(np.int64), sel.rows["lat_i"].to_numpy(np.int64)
     keys = _tile_key(lon_all, lat_all)
     pick = np.array([_tile_key(t.lon_i, t.lat_i) for t in picked], np.int64)

@@ -81,9 +81,11 @@ def materialise_collection(jobs: list[ZoneJob], output: str, bands: list[int], c
     results: dict[str, PieceResult] = {}
     done = [0]
 
+    size = {t.piece.name: t.piece.window.width * t.piece.window.height * len(bands) * 4 for t in todo}
+
     def on_result(r: PieceResult) -> None:
         results[r.name] = r
-        done[0] += next(t.piece.window.width * t.piece.window.height for t in todo if t.piece.name == r.name) * len(bands) * 4
+        done[0] += size[r.name]  # a dict: a scan of every task per result would be quadratic in pieces
         if progress:
             progress(done[0], total)
 

@@ -33,4 +33,6 @@ def info(vrt_path: str | Path) -> dict:
         "source": source,
         "endpoint": endpoint,  # None: the layout's own (AWS for source-coop)
         "vsi": vsi,
+        "overviews": [{"crs": f"EPSG:{o['epsg']}", "factor": o["factor"], "width": o["width"], "height": o["height"],
+                       "file": o["file"]} for o in rec.get("overviews", [])],  # local, made by build --overview
     }

@@ -1,0 +1,128 @@
+"""Overviews of a build's zone VRTs: small local GeoTIFFs that GDAL and QGIS read when zoomed out.
+
+A remote VRT has no overviews, so a zoomed-out view reads rows of every tile across it (issue 20:
+QGIS's first full-extent view of 3x3 tiles at the equator fetched 12% of all tile rows). `build
+--overview` writes, per zone VRT and level, a float32 GeoTIFF in the sidecar (the dequantised
+values, NaN = nodata) that the VRT's bands list as explicit `<Overview>` elements.
+
+Pixel rule (one for every level, zone and GDAL): level f of a W x H zone VRT is ceil(W/f) x ceil(H/f)
+pixels, and its pixel (i, j) is the VRT's pixel (floor((i + 0.5) * H / oh), floor((j + 0.5) * W / ow))
+(= row f*i + f//2, column f*j + f//2 when f divides W and H). That is the pixel GDAL's own
+nearest-neighbour RasterIO picks when it reads the full resolution at the overview's size (measured
+on GDAL 3.6.2), so a decimated read returns the same pixels with or without the overview.
+
+Only those rows are fetched: per row, one ranged GET of the owner tiles' embeddings row (W*128 bytes)
+and one of its scales row, through materialise's pixel source (tessvrt.pixels: ownership between
+overlapping tiles, invalid scales -> NaN, deadlines and retries), so the overview equals the pixels
+materialise writes. The cross-zone main VRT (warped) gets no overview: its per-zone VRTs do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TessvrtError
+from .grid import Window
+from .pixels import npy_jobs
+from .pixels.base import BANDS, PixelSource
+from .source.s3 import Endpoint, Pool, progress
+
+FIRST = 4  # GDAL uses an overview only if it is at most ~1.2x coarser than the read (3.6-3.12, measured):
+# an 800 x 600 view of 3x3 tiles (~3,300 px) needs factor <= 6, so 4 is the first level
+STEP = 4
+MIN_SIDE = 256  # no further level once a level's longer side is below this (as gdaladdo's -minsize)
+ROWS = 256  # overview rows per write: one block row of the GeoTIFF
+THREADS = 16  # ranged GETs in flight
+
+
+@dataclass(frozen=True)
+class Level:
+    """One overview of one zone VRT."""
+
+    epsg: int
+    factor: int
+    width: int
+    height: int
+    file: str  # in the sidecar folder
+
+    @classmethod
+    def of(cls, window: Window, factor: int) -> Level:
+        return cls(window.epsg, factor, -(-window.width // factor), -(-window.height // factor),
+                   f"overview_{window.epsg}_{factor}.tif")
+
+
+def factors(width: int, height: int) -> list[int]:
+    """FIRST, then x STEP while the next level's longer side is still at least MIN_SIDE."""
+    out = [FIRST]
+    while max(width, height) // (out[-1] * STEP) >= MIN_SIDE:
+        out.append(out[-1] * STEP)
+    return out
+
+
+def picks(size: int, osize: int) -> np.ndarray:
+    """Full-resolution index of each overview index: what GDAL's nearest RasterIO picks (size -> osize)."""
+    return np.floor((np.arange(osize) + 0.5) * (size / osize)).astype(np.int64)
+
+
+def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | list[int] = True) -> dict[str, list[str]]:
+    """Write every zone VRT's overview levels (`factors()`, or the factors given) into folder and list them
+    in rec["overviews"].
+
+    Returns {zone VRT name: [overview files relative to the folder, finest first]}.
+    """
+    if isinstance(levels, list) and not (levels and all(isinstance(f, int) and f >= 2 for f in levels)):
+        raise TessvrtError(f"overview factors {levels!r} must be integers >= 2, e.g. [4, 16]")
+    out: dict[str, list[str]] = {}
+    entries = []
+    fetched = 0
+    for job, zone in zip(npy_jobs(rec, endpoint), rec["zones"], strict=True):
+        fs = sorted(set(levels)) if isinstance(levels, list) else factors(job.window.width, job.window.height)
+        todo = [Level.of(job.window, f) for f in fs]
+        src = job.spec.open(job.window)
+        try:
+            src.check(THREADS)
+            for lv in todo:
+                _write_level(folder / lv.file, src, job.window, lv)
+                entries.append({"epsg": lv.epsg, "factor": lv.factor, "width": lv.width, "height": lv.height,
+                                "file": lv.file})
+            fetched += src.stats().remote_bytes
+        finally:
+            src.close()
+        out[zone["vrt"]] = [lv.file for lv in todo]
+    rec["overviews"] = entries
+    rec["overview_remote_bytes"] = fetched
+    return out
+
+
+def _write_level(path: Path, src: PixelSource, win: Window, lv: Level) -> None:
+    """The level's pixels, ROWS overview rows at a time; the next rows' GETs run while these are dequantised."""
+    import rasterio
+    from affine import Affine
+
+    from .cog.profiles import cog_options
+    from .vrt import band_name
+
+    rows, cols = picks(win.height, lv.height), picks(win.width, lv.width)
+    t = win.transform
+    transform = Affine(t.a * win.width / lv.width, 0.0, t.c, 0.0, t.e * win.height / lv.height, t.f)
+    bands = list(range(1, BANDS + 1))
+    progress(f"overview 1/{lv.factor} of EPSG:{lv.epsg}: {lv.width} x {lv.height} px from {len(rows):,} rows")
+    with Pool(THREADS, "tessvrt-overview") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu, \
+            rasterio.open(path, "w", driver="GTiff", width=lv.width, height=lv.height, count=BANDS, dtype="float32",
+                          nodata=float("nan"), crs=f"EPSG:{lv.epsg}", transform=transform,
+                          **cog_options("zstd", None, ROWS)) as dst:
+        def start(k: int) -> list:
+            return [src.fetch(pool, int(y), 0, 1, win.width, None) for y in rows[k:k + ROWS]]
+
+        pending = start(0)
+        for k in range(0, lv.height, ROWS):
+            cur, pending = pending, start(k + ROWS) if k + ROWS < lv.height else []
+            block = np.empty((BANDS, len(cur), lv.width), np.float32)
+            for n, (y, tiles) in enumerate(zip(rows[k:k + ROWS], cur, strict=True)):
+                block[:, n, :] = src.chunk(cpu, tiles, int(y), 0, 1, win.width, bands)[:, 0, cols]
+            dst.write(block, window=((k, k + len(cur)), (0, lv.width)))
+        dst.descriptions = tuple(band_name(b) for b in range(BANDS))

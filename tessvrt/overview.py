@@ -20,6 +20,7 @@ materialise writes. The cross-zone main VRT (warped) gets no overview: its per-z
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,10 @@ from .source.s3 import Endpoint, Pool, progress
 FIRST = 4  # GDAL uses an overview only if it is at most ~1.2x coarser than the read (3.6-3.12, measured):
 # an 800 x 600 view of 3x3 tiles (~3,300 px) needs factor <= 6, so 4 is the first level
 STEP = 4
+MAX_SIDE = 4096  # the finest level is the first whose longer side is at most this: a large region's build
+# fetches 1/16 or less of its rows and writes GBs less, at the price of views between full resolution and it
 MIN_SIDE = 256  # no further level once a level's longer side is below this (as gdaladdo's -minsize)
-ROWS = 256  # overview rows per write: one block row of the GeoTIFF
+ROWS = 128  # overview rows per write: one block row of the GeoTIFF (128 x 4096 x 128 bands x 4 B = 268 MB at most)
 THREADS = 16  # ranged GETs in flight
 
 
@@ -56,9 +59,12 @@ class Level:
 
 
 def factors(width: int, height: int) -> list[int]:
-    """FIRST, then x STEP while the next level's longer side is still at least MIN_SIDE."""
+    """FIRST x STEP^k for the smallest k leaving at most MAX_SIDE px, then x STEP while at least MIN_SIDE remain."""
+    side = max(width, height)
     out = [FIRST]
-    while max(width, height) // (out[-1] * STEP) >= MIN_SIDE:
+    while -(-side // out[-1]) > MAX_SIDE:
+        out[-1] *= STEP
+    while side // (out[-1] * STEP) >= MIN_SIDE:
         out.append(out[-1] * STEP)
     return out
 
@@ -76,12 +82,17 @@ def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | 
     """
     if isinstance(levels, list) and not (levels and all(isinstance(f, int) and f >= 2 for f in levels)):
         raise TessvrtError(f"overview factors {levels!r} must be integers >= 2, e.g. [4, 16]")
+    jobs = npy_jobs(rec, endpoint)
+    plan = [[Level.of(j.window, f) for f in (sorted(set(levels)) if isinstance(levels, list)
+                                             else factors(j.window.width, j.window.height))] for j in jobs]
+    need, free = sum(lv.width * lv.height * BANDS * 4 for todo in plan for lv in todo), shutil.disk_usage(folder).free
+    if need > free:  # float32 before compression (embeddings compress to ~80%): checked before any GET
+        raise TessvrtError(f"not enough free disk space in {folder.parent} for the overviews: they need up to "
+                           f"{need / 1e9:,.1f} GB and {free / 1e9:,.1f} GB are free; free space, or build without --overview")
     out: dict[str, list[str]] = {}
     entries = []
     fetched = 0
-    for job, zone in zip(npy_jobs(rec, endpoint), rec["zones"], strict=True):
-        fs = sorted(set(levels)) if isinstance(levels, list) else factors(job.window.width, job.window.height)
-        todo = [Level.of(job.window, f) for f in fs]
+    for job, zone, todo in zip(jobs, rec["zones"], plan, strict=True):
         src = job.spec.open(job.window)
         try:
             src.check(THREADS)

@@ -54,7 +54,8 @@ def test_rule_is_gdal_nearest_and_levels():
     p = picks(3350, 210)
     assert p[0] == 7 and p[-1] == 3342 and (np.diff(p) >= 15).all()
     assert factors(175, 3350) == [4] and factors(3339, 3318) == [4] and factors(10_000, 300) == [4, 16]
-    assert factors(40_000, 40_000) == [4, 16, 64]
+    assert factors(16_384, 300) == [4, 16, 64] and factors(16_385, 300) == [16, 64]
+    assert factors(50_000, 40_000) == [16, 64] and factors(300_000, 10) == [256, 1024]
 
 
 def test_overview_pixels_equal_the_pixels_they_decimate(built, reference):

@@ -394,6 +394,7 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
         from .overview import write_overviews
 
         for name, files in write_overviews(folder, record, plan.ep, plan.overview).items():
+            name = name or out.name  # "": the cross-zone main VRT
             written[name] = vrt.add_overviews(written[name], [f"{sidecar.name}/{f}" for f in files])
     (folder / RECORD).write_text(json.dumps(record))
     for name, text in written.items():

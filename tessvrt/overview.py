@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ MAX_SIDE = 4096  # the finest level is the first whose longer side is at most th
 MIN_SIDE = 256  # no further level once a level's longer side is below this (as gdaladdo's -minsize)
 ROWS = 128  # overview rows per write: one block row of the GeoTIFF (128 x 4096 x 128 bands x 4 B = 268 MB at most)
 THREADS = 16  # ranged GETs in flight
+MAIN = ""  # write_overviews' key of the cross-zone main VRT (its name is not in the record)
 
 
 @dataclass(frozen=True)
@@ -104,28 +106,107 @@ def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | 
         finally:
             src.close()
         out[zone["vrt"]] = [lv.file for lv in todo]
+    if len(rec["zones"]) > 1 or rec["zones"][0]["epsg"] != rec["main"]["epsg"]:  # the warped main VRT: MAIN key
+        win = Window(**rec["main"]["window"])
+        todo = [Level.of(win, f) for f in (sorted(set(levels)) if isinstance(levels, list) else factors(win.width, win.height))]
+        for lv in todo:
+            lv = Level(lv.epsg, lv.factor, lv.width, lv.height, f"overview_main_{lv.factor}.tif")
+            fetched += _write_main_level(folder / lv.file, rec, endpoint, win, lv)
+            entries.append({"epsg": lv.epsg, "factor": lv.factor, "width": lv.width, "height": lv.height,
+                            "file": lv.file, "vrt": "main"})
+        out[MAIN] = [f"overview_main_{lv.factor}.tif" for lv in todo]
     rec["overviews"] = entries
     rec["overview_remote_bytes"] = fetched
     return out
 
 
-def _write_level(path: Path, src: PixelSource, win: Window, lv: Level) -> None:
-    """The level's pixels, ROWS overview rows at a time; the next rows' GETs run while these are dequantised."""
+def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv: Level) -> int:
+    """A level of the cross-zone main VRT; bytes fetched.
+
+    There, other zones' tiles are warped by GDAL (nearest, exact transform): a picked pixel takes its owner
+    tile's pixel containing the pixel centre projected into the tile's zone, as GDAL's warper and
+    tests/reference.py find it. Their rows are not decimated (the zones' grids are rotated against each
+    other), so this fetches each (tile, row) the picks fall on once: up to every row of the warped tiles.
+    """
+    from .grid import PIXEL, owner_cells
+    from .pixels.npy import TileTable
+    from .scales import valid
+    from .source.s3 import fetch_range
+
+    tiles = {t.tile.cell: t for z in rec["zones"] for t in TileTable.from_record(rec, z["epsg"]).tiles()}
+    rows, cols = picks(win.height, lv.height), picks(win.width, lv.width)
+    xs = PIXEL * (win.col0 + cols) + 5.0
+    fetched = 0
+    progress(f"overview 1/{lv.factor} of the main VRT (EPSG:{lv.epsg}, warped tiles): {lv.width} x {lv.height} px")
+
+    def get(t, r: int) -> tuple[np.ndarray, np.ndarray]:
+        line, sline = t.width * BANDS, t.width * 4 * t.scale_bands
+        e = fetch_range(endpoint, t.grid, t.grid_offset + r * line, line, t.grid_size, what=f"tile {t.name}")
+        sc = fetch_range(endpoint, t.scales, t.scales_offset + r * sline, sline, t.scales_size, what=f"tile {t.name}")
+        return (np.frombuffer(e, np.int8).reshape(t.width, BANDS),
+                np.frombuffer(sc, "<f4").reshape(t.width, -1 if t.scale_bands > 1 else 1))
+
+    with Pool(THREADS, "tessvrt-overview") as pool, _create(path, win, lv) as dst:
+        for k in range(0, lv.height, ROWS):
+            block = np.full((BANDS, min(ROWS, lv.height - k), lv.width), np.nan, np.float32)
+            where: dict[tuple, list] = {}  # (tile cell, tile row) -> [(block row, overview cols, tile cols)]
+            for n, y in enumerate(rows[k:k + ROWS]):
+                ys = np.full(xs.size, PIXEL * (win.row0 - y) + 5.0)
+                ci, cj = owner_cells(win.epsg, xs, ys)
+                for cell in set(zip(ci.tolist(), cj.tolist(), strict=True)) & tiles.keys():
+                    t = tiles[cell]
+                    sel = np.flatnonzero((ci == cell[0]) & (cj == cell[1]))
+                    px, py = xs[sel], ys[sel]
+                    if t.window.epsg != win.epsg:
+                        px, py = _reproject(win.epsg, t.window.epsg).transform(px, py)
+                    c = np.floor((np.asarray(px) - PIXEL * t.window.col0) / PIXEL).astype(np.int64)
+                    r = np.floor((PIXEL * (t.window.row0 + 1) - np.asarray(py)) / PIXEL).astype(np.int64)
+                    ok = (c >= 0) & (c < t.width) & (r >= 0) & (r < t.height)
+                    for rr in np.unique(r[ok]).tolist():
+                        m = ok & (r == rr)
+                        where.setdefault((cell, rr), []).append((n, sel[m], c[m]))
+            futures = {key: pool.submit(get, tiles[key[0]], key[1]) for key in where}
+            for key, f in futures.items():
+                emb, sc = f.result()
+                fetched += emb.nbytes + sc.nbytes
+                for n, oc, tc in where[key]:
+                    s = sc[tc]
+                    v = emb[tc].astype(np.float32) * np.where(valid(s), s, np.float32(np.nan))
+                    block[:, n, oc] = v.T
+            dst.write(block, window=((k, k + block.shape[1]), (0, lv.width)))
+    return fetched
+
+
+@cache
+def _reproject(src: int, dst: int):  # noqa: ANN202 - a pyproj Transformer
+    from pyproj import Transformer
+
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def _create(path: Path, win: Window, lv: Level):  # noqa: ANN202 - an open rasterio dataset
+    """The level's GeoTIFF: float32, NaN nodata, ZSTD + floating-point predictor, band-interleaved ROWS-px tiles."""
     import rasterio
     from affine import Affine
 
     from .cog.profiles import cog_options
     from .vrt import band_name
 
-    rows, cols = picks(win.height, lv.height), picks(win.width, lv.width)
     t = win.transform
     transform = Affine(t.a * win.width / lv.width, 0.0, t.c, 0.0, t.e * win.height / lv.height, t.f)
+    dst = rasterio.open(path, "w", driver="GTiff", width=lv.width, height=lv.height, count=BANDS, dtype="float32",
+                        nodata=float("nan"), crs=f"EPSG:{lv.epsg}", transform=transform, **cog_options("zstd", None, ROWS))
+    dst.descriptions = tuple(band_name(b) for b in range(BANDS))
+    return dst
+
+
+def _write_level(path: Path, src: PixelSource, win: Window, lv: Level) -> None:
+    """The level's pixels, ROWS overview rows at a time; the next rows' GETs run while these are dequantised."""
+    rows, cols = picks(win.height, lv.height), picks(win.width, lv.width)
     bands = list(range(1, BANDS + 1))
     progress(f"overview 1/{lv.factor} of EPSG:{lv.epsg}: {lv.width} x {lv.height} px from {len(rows):,} rows")
     with Pool(THREADS, "tessvrt-overview") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu, \
-            rasterio.open(path, "w", driver="GTiff", width=lv.width, height=lv.height, count=BANDS, dtype="float32",
-                          nodata=float("nan"), crs=f"EPSG:{lv.epsg}", transform=transform,
-                          **cog_options("zstd", None, ROWS)) as dst:
+            _create(path, win, lv) as dst:
         def start(k: int) -> list:
             return [src.fetch(pool, int(y), 0, 1, win.width, None) for y in rows[k:k + ROWS]]
 
@@ -136,4 +217,3 @@ def _write_level(path: Path, src: PixelSource, win: Window, lv: Level) -> None:
             for n, (y, tiles) in enumerate(zip(rows[k:k + ROWS], cur, strict=True)):
                 block[:, n, :] = src.chunk(cpu, tiles, int(y), 0, 1, win.width, bands)[:, 0, cols]
             dst.write(block, window=((k, k + len(cur)), (0, lv.width)))
-        dst.descriptions = tuple(band_name(b) for b in range(BANDS))

@@ -14,6 +14,7 @@ from conftest import HERE, assert_same, deleted, gdal_read, interpreters, run_cl
 from reference import expected, load_record
 
 from tessvrt import build
+from tessvrt.grid import PIXEL, owner_cells
 from tessvrt.overview import factors, picks
 from tessvrt.testing import FaultProxy, env_with_gdalrc
 
@@ -138,19 +139,33 @@ def test_info_reports_and_materialise_ignores_overviews(built, reference, tmp_pa
         assert_same(ds.read(), full[:3], "materialise of a VRT with overviews")
 
 
-def test_cross_zone_build_gives_each_zone_vrt_its_overview(s3, bucket_root, tmp_path):
+def test_cross_zone_build_gives_each_vrt_its_overview(s3, bucket_root, tmp_path):
     vrt = tmp_path / "x.vrt"
     run_cli("build", "--bbox", CROSS, "--year", "2024", "-o", str(vrt), "--endpoint", s3.url, "--overview")
     rec = load_record(vrt)
     assert len(rec["zones"]) == 2 and {o["epsg"] for o in rec["overviews"]} == {32631, 32632}
-    assert "<Overview>" not in vrt.read_text()  # the main VRT is warped across zones: no overview (docs/layout.md)
+    # the main VRT, whose other-zone tiles GDAL warps: the picked pixels as the warp finds them (reference.py)
+    main = [o for o in rec["overviews"] if o.get("vrt") == "main"]
+    assert [o["factor"] for o in main] == [4] and vrt.read_text().count("<Overview>") == 128
+    w = rec["main"]["window"]
+    full = expected(bucket_root, rec, w["epsg"], w["col0"], w["row0"], w["width"], w["height"])
+    with rasterio.open(tmp_path / "x.tessvrt" / main[0]["file"]) as ds:
+        got = ds.read()
+    ref = decimated(full, main[0]["height"], main[0]["width"])
+    assert_same(got, ref, "main (warped) VRT 1/4")
+    xs = PIXEL * (w["col0"] + picks(w["width"], main[0]["width"])) + 5.0
+    ys = PIXEL * (w["row0"] - picks(w["height"], main[0]["height"])) + 5.0
+    ci, cj = owner_cells(w["epsg"], *np.meshgrid(xs, ys))
+    zone_of = {((round(t["lon"] * 100) - 5) // 10, (round(t["lat"] * 100) - 5) // 10): t["epsg"] for t in rec["tiles"]}
+    warped = np.vectorize(lambda a, b: zone_of.get((a, b), w["epsg"]) != w["epsg"])(ci, cj)
+    assert (warped & ~np.isnan(ref[0])).sum() > 100  # other zones' (warped) tiles' values are in it
     for z in rec["zones"]:
         text = (tmp_path / z["vrt"]).read_text()
         assert text.count("<Overview>") == 128, z["vrt"]
         w = z["window"]
         own = {**rec, "tiles": [t for t in rec["tiles"] if t["epsg"] == z["epsg"]]}  # a zone VRT: its zone's tiles only
         full = expected(bucket_root, own, w["epsg"], w["col0"], w["row0"], w["width"], w["height"])
-        for o in (o for o in rec["overviews"] if o["epsg"] == z["epsg"]):
+        for o in (o for o in rec["overviews"] if o["epsg"] == z["epsg"] and "vrt" not in o):
             assert o["factor"] == 4
             with rasterio.open(tmp_path / "x.tessvrt" / o["file"]) as ds:
                 assert_same(ds.read(), decimated(full, o["height"], o["width"]), f"{z['vrt']} 1/4")

@@ -14,7 +14,8 @@ on GDAL 3.6.2), so a decimated read returns the same pixels with or without the 
 Only those rows are fetched: per row, one ranged GET of the owner tiles' embeddings row (W*128 bytes)
 and one of its scales row, through materialise's pixel source (tessvrt.pixels: ownership between
 overlapping tiles, invalid scales -> NaN, deadlines and retries), so the overview equals the pixels
-materialise writes. The cross-zone main VRT (warped) gets no overview: its per-zone VRTs do.
+materialise writes. The cross-zone main VRT, whose other zones' tiles GDAL warps, gets its own levels, made
+pixel by pixel as the warp picks them (`_write_main_level`).
 """
 
 from __future__ import annotations

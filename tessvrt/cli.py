@@ -329,7 +329,8 @@ def info(
     for z in d["zones"]:
         typer.echo(f"zone {z['crs']}: {z['vrt']} {z['width']} x {z['height']}")
     typer.echo(f"remote bytes: {d['remote_bytes']:,} ({d['remote_bytes'] / 1e6:.1f} MB)")
-    typer.echo("overviews: " + (", ".join(f"1/{o['factor']} {o['width']} x {o['height']} ({o['crs']})" for o in d["overviews"])
+    typer.echo("overviews: " + (", ".join(f"1/{o['factor']} {o['width']} x {o['height']} ({o['crs']}{', main' if o['main'] else ''})"
+                                          for o in d["overviews"])
                                 or "none (build --overview writes local ones for zoomed-out views)"))
 
 

@@ -34,5 +34,6 @@ def info(vrt_path: str | Path) -> dict:
         "endpoint": endpoint,  # None: the layout's own (AWS for source-coop)
         "vsi": vsi,
         "overviews": [{"crs": f"EPSG:{o['epsg']}", "factor": o["factor"], "width": o["width"], "height": o["height"],
-                       "file": o["file"]} for o in rec.get("overviews", [])],  # local, made by build --overview
+                       "file": o["file"], "main": o.get("vrt") == "main"}  # main: the cross-zone (warped) VRT's
+                      for o in rec.get("overviews", [])],  # local files made by build --overview
     }

@@ -159,6 +159,7 @@ def test_cross_zone_build_gives_each_vrt_its_overview(s3, bucket_root, gdalrc, g
     zone_of = {((round(t["lon"] * 100) - 5) // 10, (round(t["lat"] * 100) - 5) // 10): t["epsg"] for t in rec["tiles"]}
     warped = np.vectorize(lambda a, b: zone_of.get((a, b), w["epsg"]) != w["epsg"])(ci, cj)
     assert (warped & ~np.isnan(ref[0])).sum() > 100  # other zones' (warped) tiles' values are in it
+    assert "1/4 58 x 559 (EPSG:32631, main)" in run_cli("info", str(vrt)).stdout
     # GDAL 3.6 reads it for a decimated read of the main VRT
     subprocess.run(["gdal_translate", "-q", "-b", "1", "-b", "128", "-outsize", str(main[0]["width"]), str(main[0]["height"]),
                     str(vrt), str(tmp_path / "d.tif")], env=env_with_gdalrc(gdalrc), check=True, capture_output=True)

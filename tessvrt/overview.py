@@ -56,9 +56,14 @@ class Level:
     file: str  # in the sidecar folder
 
     @classmethod
-    def of(cls, window: Window, factor: int) -> Level:
+    def of(cls, window: Window, factor: int, main: bool = False) -> Level:
         return cls(window.epsg, factor, -(-window.width // factor), -(-window.height // factor),
-                   f"overview_{window.epsg}_{factor}.tif")
+                   f"overview_{'main' if main else window.epsg}_{factor}.tif")
+
+    def entry(self, main: bool = False) -> dict:
+        """The record's entry (main: of the cross-zone main VRT)."""
+        out = {"epsg": self.epsg, "factor": self.factor, "width": self.width, "height": self.height, "file": self.file}
+        return {**out, "vrt": "main"} if main else out
 
 
 def factors(width: int, height: int) -> list[int]:
@@ -78,44 +83,46 @@ def picks(size: int, osize: int) -> np.ndarray:
 
 
 def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | list[int] = True) -> dict[str, list[str]]:
-    """Write every zone VRT's overview levels (`factors()`, or the factors given) into folder and list them
-    in rec["overviews"].
+    """Write the overview levels (`factors()`, or the factors given) of every zone VRT, and of a cross-zone
+    main VRT, into folder; list them in rec["overviews"] and the bytes fetched in rec["overview_remote_bytes"].
 
-    Returns {zone VRT name: [overview files relative to the folder, finest first]}.
+    Returns {zone VRT name, or MAIN: [overview files relative to the folder, finest first]}.
     """
     if isinstance(levels, list) and not (levels and all(isinstance(f, int) and f >= 2 for f in levels)):
         raise TessvrtError(f"overview factors {levels!r} must be integers >= 2, e.g. [4, 16]")
+
+    def plan(win: Window, main: bool = False) -> list[Level]:
+        fs = sorted(set(levels)) if isinstance(levels, list) else factors(win.width, win.height)
+        return [Level.of(win, f, main) for f in fs]
+
     jobs = npy_jobs(rec, endpoint)
-    plan = [[Level.of(j.window, f) for f in (sorted(set(levels)) if isinstance(levels, list)
-                                             else factors(j.window.width, j.window.height))] for j in jobs]
-    need, free = sum(lv.width * lv.height * BANDS * 4 for todo in plan for lv in todo), shutil.disk_usage(folder).free
+    zones = [plan(j.window) for j in jobs]
+    warped = len(rec["zones"]) > 1 or rec["zones"][0]["epsg"] != rec["main"]["epsg"]  # the main VRT is warped
+    main = plan(Window(**rec["main"]["window"]), True) if warped else []
+    need, free = sum(lv.width * lv.height * BANDS * 4 for lv in [*main, *(lv for z in zones for lv in z)]), \
+        shutil.disk_usage(folder).free
     if need > free:  # float32 before compression (embeddings compress to ~80%): checked before any GET
         raise TessvrtError(f"not enough free disk space in {folder.parent} for the overviews: they need up to "
                            f"{need / 1e9:,.1f} GB and {free / 1e9:,.1f} GB are free; free space, or build without --overview")
     out: dict[str, list[str]] = {}
     entries = []
     fetched = 0
-    for job, zone, todo in zip(jobs, rec["zones"], plan, strict=True):
+    for job, zone, todo in zip(jobs, rec["zones"], zones, strict=True):
         src = job.spec.open(job.window)
         try:
             src.check(THREADS)
             for lv in todo:
                 _write_level(folder / lv.file, src, job.window, lv)
-                entries.append({"epsg": lv.epsg, "factor": lv.factor, "width": lv.width, "height": lv.height,
-                                "file": lv.file})
+                entries.append(lv.entry())
             fetched += src.stats().remote_bytes
         finally:
             src.close()
         out[zone["vrt"]] = [lv.file for lv in todo]
-    if len(rec["zones"]) > 1 or rec["zones"][0]["epsg"] != rec["main"]["epsg"]:  # the warped main VRT: MAIN key
-        win = Window(**rec["main"]["window"])
-        todo = [Level.of(win, f) for f in (sorted(set(levels)) if isinstance(levels, list) else factors(win.width, win.height))]
-        for lv in todo:
-            lv = Level(lv.epsg, lv.factor, lv.width, lv.height, f"overview_main_{lv.factor}.tif")
-            fetched += _write_main_level(folder / lv.file, rec, endpoint, win, lv)
-            entries.append({"epsg": lv.epsg, "factor": lv.factor, "width": lv.width, "height": lv.height,
-                            "file": lv.file, "vrt": "main"})
-        out[MAIN] = [f"overview_main_{lv.factor}.tif" for lv in todo]
+    for lv in main:
+        fetched += _write_main_level(folder / lv.file, rec, endpoint, Window(**rec["main"]["window"]), lv)
+        entries.append(lv.entry(main=True))
+    if main:
+        out[MAIN] = [lv.file for lv in main]
     rec["overviews"] = entries
     rec["overview_remote_bytes"] = fetched
     return out

@@ -68,6 +68,8 @@ def build(
     vsi: str = typer.Option("s3", metavar="s3|curl", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
     crs: str | None = typer.Option(None, metavar="EPSG:CODE", help="UTM EPSG code of the main VRT when zones differ"),
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
+    fmt: str | None = typer.Option(None, "--format", metavar="npy|zarr",
+                                   help="npy tiles (default where published; GDAL >= 3.6) or the Zarr store (GDAL >= 3.11)"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
     from .build import build as run
@@ -77,7 +79,7 @@ def build(
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
     try:
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
-                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite)
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite, format=fmt)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -88,7 +90,7 @@ def build(
         more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
         typer.echo(f"tessvrt: {res.missing_count:,} tile(s) not in the manifest: "
                    f"{', '.join(res.missing)}{more}", err=True)
-    typer.echo(f"wrote {res.vrt} ({len(res.tiles)} tile{'' if len(res.tiles) == 1 else 's'})")
+    typer.echo(f"wrote {res.vrt}" + (f" ({len(res.tiles)} tile{'' if len(res.tiles) == 1 else 's'})" if res.tiles else ""))
     for epsg, p in res.zone_vrts.items():
         if p != res.vrt:
             typer.echo(f"wrote {p} (EPSG:{epsg})")

@@ -187,17 +187,19 @@ def _xml_text(v: str) -> str:
     return "".join(ch if ch >= " " or ch in "\t\n\r" else "?" for ch in v)
 
 
-def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str]) -> str:
+def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str], signed: bool = False) -> str:
     """The user-facing raster: band i = signed(embedding_i) * scale, NaN where no valid data.
 
     The Byte -> signed LUT sits here, once per band, rather than on each tile's mosaic source
     (128 per tile): it lists all 256 values so every lookup is exact, never interpolated.
+    signed: the mosaic's embeddings are Int8 already (Zarr VRTs, GDAL >= 3.11): no LUT.
     """
     md = "".join(f"<MDI key={quoteattr(k)}>{escape(_xml_text(v))}</MDI>" for k, v in metadata.items())
     out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
     out.append(_srs_gt(window.epsg, window_gt(window)))
     out.append(f"  <Metadata>{md}</Metadata>\n")
     fn = f'<SourceFilename relativeToVRT="1">{escape(mosaic)}</SourceFilename>'
+    lut = "" if signed else f"<LUT>{INT8_LUT}</LUT>"
     for b in range(BANDS):
         sb = BANDS + 1 + (b if scale_bands > 1 else 0)
         out.append(
@@ -206,7 +208,7 @@ def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[st
             "<PixelFunctionType>mul</PixelFunctionType>"
             '<PixelFunctionArguments propagateNoData="true"/>'
             "<SourceTransferType>Float64</SourceTransferType>"
-            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand><LUT>{INT8_LUT}</LUT></ComplexSource>"
+            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand>{lut}</ComplexSource>"
             f"<SimpleSource>{fn}<SourceBand>{sb}</SourceBand></SimpleSource>"
             "</VRTRasterBand>\n"
         )

@@ -80,6 +80,18 @@ def npy_dataset(name: str) -> Choice:
                        f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
 
 
+def build_format(name: str, fmt: str | None) -> str:
+    """npy or zarr for `build`: npy by default where both exist (its VRTs read on GDAL >= 3.6 and QGIS 3.22;
+    Zarr VRTs need GDAL >= 3.11), zarr for datasets published only as Zarr."""
+    if fmt not in (None, "npy", "zarr"):
+        raise TessvrtError(f"--format {fmt!r} must be zarr or npy")
+    key = name.strip()
+    zarr_only = any(d.npy is None and key in (d.zarr, d.variant) for d in DATASETS)
+    if fmt == "npy" or (fmt is None and not zarr_only):
+        return "npy"
+    return "zarr"
+
+
 def did_you_mean(key: str, fmt: str) -> str:
     """' (did you mean v1.1-cam?)' for a misspelt name, matched against names and variants; '' when none is close."""
     import difflib

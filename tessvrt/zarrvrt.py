@@ -1,0 +1,172 @@
+"""tessvrt build --format zarr: VRTs over upstream's sharded Zarr stores, through Kerchunk references.
+
+Layers, as for npy (docs/zarr_vrt.md), all in the sidecar folder but the user-facing VRTs:
+  refs_utmNN_<array>.json  Kerchunk v1 references to the inner chunks the region needs (tessvrt.kerchunk);
+  mosaic_<epsg>.vrt  128 Int8 bands and one Float32 scales band of the zone group's arrays for the
+                     year (the JSON files, opened by GDAL's Zarr driver), shifted onto the region's window; a LUT turns
+                     invalid scales (upstream's rule, tessvrt.scales) into NaN;
+  <name>.vrt         128 Float32 bands = mul(embedding, scale) over the mosaic (vrt.dequant_vrt).
+GDAL reads it from 3.11 (Kerchunk) with its Zarr driver and Blosc (doctor checks both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from . import __version__, vrt
+from .errors import TessvrtError
+from .grid import Window
+from .kerchunk import RefStats, dumps, zone_refs
+from .publish import TargetLock, clean_stale, publish, tmp_path
+from .record import PIXEL_GRID, RECORD
+from .source.s3 import Endpoint, Pool
+
+FORMAT = "zarr"
+MIN_GDAL = (3, 11)  # /vsikerchunk_json_ref/
+
+
+@dataclass
+class _Part:
+    """One zone part of the region (one EPSG): its window and where it sits in its group's arrays."""
+
+    label: str
+    window: Window
+    group: str  # utmNN
+    t: int  # time index of the year
+    row: int  # group array row/col of the window's top-left pixel
+    col: int
+    height: int  # the group's grid
+    width: int
+    meta: dict
+
+
+def refs_name(group: str, array: str) -> str:
+    """The sidecar file of an array's references: GDAL's Zarr driver opens it directly (the array at its root)."""
+    return f"refs_{group}_{array}.json"
+
+
+def mosaic_xml(part: _Part) -> str:
+    """Raw bands of one part: embeddings (Int8, band t*128+b of the 4-D array) and scales with the valid-scale LUT.
+
+    Sources are clipped to the group's grid; beyond it the scales band stays NaN (no source there)."""
+    w = part.window
+    r0, c0 = max(part.row, 0), max(part.col, 0)
+    r1, c1 = min(part.row + w.height, part.height), min(part.col + w.width, part.width)
+    out = [f'<VRTDataset rasterXSize="{w.width}" rasterYSize="{w.height}">\n',
+           vrt._srs_gt(w.epsg, vrt.window_gt(w))]  # noqa: SLF001 - shared SRS/geotransform writer
+    rects = ""
+    if r1 > r0 and c1 > c0:
+        rects = (f'<SrcRect xOff="{c0}" yOff="{r0}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>'
+                 f'<DstRect xOff="{c0 - part.col}" yOff="{r0 - part.row}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>')
+    emb, sc = (escape(refs_name(part.group, a)) for a in ("embeddings", "scales"))
+    for b in range(vrt.BANDS):
+        src = (f'<SimpleSource><SourceFilename relativeToVRT="1">{emb}</SourceFilename>'
+               f"<SourceBand>{part.t * vrt.BANDS + b + 1}</SourceBand>{rects}</SimpleSource>") if rects else ""
+        out.append(f'  <VRTRasterBand dataType="Int8" band="{b + 1}">{src}</VRTRasterBand>\n')
+    src = (f'<ComplexSource><SourceFilename relativeToVRT="1">{sc}</SourceFilename><SourceBand>{part.t + 1}</SourceBand>'
+           f"{rects}<LUT>{vrt.SCALE_LUT}</LUT></ComplexSource>") if rects else ""
+    out.append(f'  <VRTRasterBand dataType="Float32" band="{vrt.BANDS + 1}"><NoDataValue>nan</NoDataValue>{src}'
+               "</VRTRasterBand>\n</VRTDataset>\n")
+    return "".join(out)
+
+
+def _url(ep: Endpoint, bucket: str, prefix: str, vsi: str):  # noqa: ANN202 - key -> URL
+    """A chunk object's URL in the references: s3:// (GDAL's /vsis3/, the gdalrc's bucket settings) or https."""
+    if vsi == "s3":
+        return lambda key: f"s3://{bucket}/{prefix}{key}"
+    return lambda key: f"{ep.https_base}/{bucket}/{prefix}{key}"
+
+
+def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bbox: tuple[float, float, float, float],
+               dataset: str, source: str | None, endpoint: str | None, vsi: str, overwrite: bool):  # noqa: ANN201
+    """Write out (the main VRT), per-zone VRTs when the region spans zones, and the sidecar with the references."""
+    from .build import BuildResult, _check_zone_names
+    from .pixels.zarr import forget, zarr_jobs
+
+    ts, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
+    token = jobs[0].spec.token
+    try:
+        parts = []
+        for j in jobs:
+            g = ts.require(j.window.epsg % 100)
+            r, c = g.offset(j.window)
+            parts.append(_Part(j.label, j.window, g.name, g.time_index(year, ts.uri), r, c, g.height, g.width, j.meta))
+        stem, parent = out.name[:-4], out.parent
+        multi = len(parts) > 1
+        zone_names = [f"{stem}_{p.label}.vrt" for p in parts] if multi else []
+        _check_zone_names(parent, zone_names, previous, overwrite)
+        store = ts.store
+        url = _url(store.ep, store.bucket, store.prefix, vsi)
+        refs: dict[str, tuple[dict[str, dict], RefStats]] = {}
+        with Pool(8, "tessvrt-refs") as pool:
+            for gname in dict.fromkeys(p.group for p in parts):
+                mine = [p for p in parts if p.group == gname]
+                g = ts.require(int(gname[3:]))
+                spans = [(slice(p.row, p.row + p.window.height), slice(p.col, p.col + p.window.width)) for p in mine]
+                refs[gname] = zone_refs(g, mine[0].t, spans, url, pool)
+    finally:
+        forget(token)
+    with TargetLock([out]):
+        clean_stale(parent, [out])
+        tmp = tmp_path(out)
+        tmp.mkdir()
+        try:
+            return _write(tmp, out, sidecar, parts, refs, zone_names, previous, ts, year, vsi, BuildResult)
+        except OSError as exc:
+            raise TessvrtError(f"cannot write {out} and its {sidecar.name} folder ({exc.strerror or exc}); "
+                               "free disk space or choose another -o") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, zone_names: list[str],
+           previous: dict | None, ts, year: int, vsi: str, result: type):  # noqa: ANN001, ANN202
+    folder = tmp / sidecar.name
+    folder.mkdir()
+    for gname, (docs, _) in refs.items():
+        for array, doc in docs.items():
+            (folder / refs_name(gname, array)).write_text(dumps(doc))
+    written: dict[str, str] = {}
+    zone_vrts = {}
+    for p, name in zip(parts, zone_names or [out.name], strict=False):
+        mosaic = f"mosaic_{p.window.epsg}.vrt"
+        (folder / mosaic).write_text(mosaic_xml(p))
+        written[name] = vrt.dequant_vrt(p.window, f"{sidecar.name}/{mosaic}", 1, {**p.meta, "TESSVRT_FORMAT": FORMAT},
+                                        signed=True)
+        zone_vrts[p.window.epsg] = out.with_name(name)
+    if zone_names:  # the main VRT: the zone part holding most pixels (cross-zone mosaics: not yet for Zarr)
+        main = max(parts, key=lambda p: (p.window.width * p.window.height, -p.window.epsg))
+        written[out.name] = written[f"{out.name[:-4]}_{main.label}.vrt"]
+    stats = {g: s for g, (_, s) in refs.items()}
+    record = {
+        "tessvrt": __version__, "format": FORMAT, "pixel_grid": PIXEL_GRID, "dataset": ts.dataset.name,
+        "dataset_version": ts.dataset.version, "variant": ts.dataset.variant, "year": year, "store": ts.uri,
+        "endpoint": ts.store.ep.url, "region": ts.store.ep.region, "vsi": vsi,
+        "zones": [{"epsg": p.window.epsg, "label": p.label, "vrt": zone_vrts[p.window.epsg].name, "group": p.group,
+                   "window": {"epsg": p.window.epsg, "col0": p.window.col0, "row0": p.window.row0,
+                              "width": p.window.width, "height": p.window.height}} for p in parts],
+        "refs": {g: {"chunks": s.chunks, "bytes": s.bytes, "absent": s.absent, "shards": s.shards,
+                     "dropped_scales": s.dropped_scales, "objects": len(s.keys)} for g, s in stats.items()},
+    }
+    (folder / RECORD).write_text(json.dumps(record))
+    for name, text in written.items():
+        (tmp / name).write_text(text)
+    trash = tmp / "previous"
+    trash.mkdir()
+    publish([(tmp / name, out.parent / name) for name in (sidecar.name, *written)], trash)
+    for old in (previous or {}).get("zones", []):
+        p = out.parent / str(old.get("vrt", ""))
+        if p.name not in written and p.parent == out.parent and p.is_file() and not p.is_symlink():
+            os.replace(p, trash / p.name)
+    n = sum(s.chunks for s in stats.values())
+    mb = sum(s.bytes for s in stats.values()) / 1e6
+    return result(out, zone_vrts, sidecar, [], [], [f"Zarr store {ts.uri}: {n:,} inner chunks referenced "
+                                                   f"({mb:,.1f} MB remote); GDAL >= 3.11 reads it"])
+
+
+__all__ = ["build_zarr", "mosaic_xml", "refs_name", "MIN_GDAL"]

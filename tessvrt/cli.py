@@ -317,12 +317,21 @@ def info(
     hint = config_hint(d["endpoint"], d["source"], d["vsi"])
     if hint:
         typer.echo(f"tessvrt: {hint}", err=True)
+    if d.get("format") == "zarr":  # GDAL < 3.11 fails on it with only "not recognized as being in a supported format"
+        from .zarrvrt import local_gdal_problem
+
+        problem = local_gdal_problem()
+        if problem:
+            typer.echo(f"tessvrt: {problem}", err=True)
     if as_json:
         typer.echo(json.dumps(d, indent=1))
         return
     typer.echo(f"{d['vrt']}: {d['width']} x {d['height']} pixels, 128 float32 bands, {d['crs']}")
     typer.echo(f"dataset {d['dataset']} (TESSERA v{d['dataset_version']}, variant {d['variant']}), year {d['year']}")
-    typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
+    if d.get("format") == "zarr":
+        typer.echo(f"Zarr store {d['store']}: {d['chunks']:,} inner chunks referenced, {d['absent_chunks']:,} absent")
+    else:
+        typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
     if d["missing"]:
         typer.echo(f"missing ({len(d['missing'])}): {', '.join(d['missing'])}")
     for z in d["zones"]:

@@ -24,6 +24,7 @@ from .grid import Window
 from .kerchunk import RefStats, dumps, zone_refs
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import PIXEL_GRID, RECORD
+from .source.datasets import DATASETS
 from .source.s3 import Endpoint, Pool
 
 FORMAT = "zarr"
@@ -116,7 +117,8 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
         tmp = tmp_path(out)
         tmp.mkdir()
         try:
-            return _write(tmp, out, sidecar, parts, refs, zone_names, previous, ts, year, vsi, BuildResult)
+            return _write(tmp, out, sidecar, parts, refs, zone_names, previous, ts, year, vsi, bbox, source,
+                          BuildResult)
         except OSError as exc:
             raise TessvrtError(f"cannot write {out} and its {sidecar.name} folder ({exc.strerror or exc}); "
                                "free disk space or choose another -o") from None
@@ -125,7 +127,8 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
 
 
 def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, zone_names: list[str],
-           previous: dict | None, ts, year: int, vsi: str, result: type):  # noqa: ANN001, ANN202
+           previous: dict | None, ts, year: int, vsi: str, bbox: tuple, source: str | None,  # noqa: ANN001
+           result: type):  # noqa: ANN202
     folder = tmp / sidecar.name
     folder.mkdir()
     for gname, (docs, _) in refs.items():
@@ -147,6 +150,7 @@ def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, 
         "tessvrt": __version__, "format": FORMAT, "pixel_grid": PIXEL_GRID, "dataset": ts.dataset.name,
         "dataset_version": ts.dataset.version, "variant": ts.dataset.variant, "year": year, "store": ts.uri,
         "endpoint": ts.store.ep.url, "region": ts.store.ep.region, "vsi": vsi,
+        "bbox": list(bbox), "source": source,
         "zones": [{"epsg": p.window.epsg, "label": p.label, "vrt": zone_vrts[p.window.epsg].name, "group": p.group,
                    "window": {"epsg": p.window.epsg, "col0": p.window.col0, "row0": p.window.row0,
                               "width": p.window.width, "height": p.window.height}} for p in parts],
@@ -167,6 +171,41 @@ def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, 
     mb = sum(s.bytes for s in stats.values()) / 1e6
     return result(out, zone_vrts, sidecar, [], [], [f"Zarr store {ts.uri}: {n:,} inner chunks referenced "
                                                    f"({mb:,.1f} MB remote); GDAL >= 3.11 reads it"])
+
+
+def check_record(rec: dict, path: Path) -> None:
+    """The fields info and materialise use, typed: a hand-edited record is one line, not a traceback."""
+    ok = (isinstance(rec.get("dataset"), str) and isinstance(rec.get("year"), int) and isinstance(rec.get("zones"), list)
+          and rec["zones"] and isinstance(rec.get("bbox"), list) and len(rec["bbox"]) == 4
+          and all(isinstance(v, int | float) for v in rec["bbox"]) and isinstance(rec.get("refs"), dict)
+          and all(isinstance(z, dict) and isinstance(z.get("window"), dict) for z in rec["zones"]))
+    if not ok:
+        raise TessvrtError(f"{path} is not a readable Zarr VRT record (edited after tessvrt build?); rebuild with "
+                           "tessvrt build --format zarr")
+
+
+def gdal_problem(version: str, drivers: set[str], compressors: str | None) -> str | None:
+    """Why a GDAL cannot read Zarr VRTs (None: it can): Kerchunk needs >= 3.11, the Zarr driver, and Blosc."""
+    v = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    why = (f"is older than {MIN_GDAL[0]}.{MIN_GDAL[1]} (no Kerchunk references)" if v < MIN_GDAL else
+           "has no Zarr driver" if "Zarr" not in drivers else
+           "has no Blosc codec in its Zarr driver" if compressors is not None and "blosc" not in compressors.split(",")
+           else None)
+    if why is None:
+        return None
+    npy = ", ".join(d.npy for d in DATASETS if d.npy)
+    return (f"GDAL {version} {why}: Zarr VRTs need GDAL >= {MIN_GDAL[0]}.{MIN_GDAL[1]} with the Zarr driver and "
+            f"Blosc; with this GDAL use --format npy (datasets {npy}) or `tessvrt materialise` (COGs any GDAL reads)")
+
+
+def local_gdal_problem() -> str | None:
+    """gdal_problem for rasterio's GDAL in this process."""
+    import rasterio
+    from rasterio.env import GDALVersion  # noqa: F401 - rasterio's GDAL is loaded with it
+
+    with rasterio.Env() as env:
+        drivers = set(env.drivers())
+    return gdal_problem(rasterio.__gdal_version__, drivers, None)
 
 
 __all__ = ["build_zarr", "mosaic_xml", "refs_name", "MIN_GDAL"]

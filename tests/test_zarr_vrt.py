@@ -32,7 +32,7 @@ ORACLE_PY = os.environ.get("TESSVRT_ORACLE_PY")
 needs_312 = pytest.mark.skipif(not PY312 and not os.environ.get("CI"), reason="TESSVRT_PY312 not set (scripts/test.sh sets it)")
 SPEC = {s.zone: s for s in ZONES}
 # v1.1: embeddings removed where scales are valid: one inner chunk (zone 32) and zone 31's shard (0, 0) part
-CHUNK_GONE = (32, 2048, 160)  # zone, row, col of a chunk-aligned 32x32 block inside zone 32's data
+CHUNK_GONE = (32, 2048, 256)  # zone, row, col of a chunk-aligned 32x32 block inside zone 32's data and ZONES_BOX
 SHARD_GONE = (31, slice(4050, 4096), slice(4040, 4096))
 
 

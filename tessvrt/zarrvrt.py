@@ -186,7 +186,7 @@ def check_record(rec: dict, path: Path) -> None:
 
 def gdal_problem(version: str, drivers: set[str], compressors: str | None) -> str | None:
     """Why a GDAL cannot read Zarr VRTs (None: it can): Kerchunk needs >= 3.11, the Zarr driver, and Blosc."""
-    v = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    v = _version(version)
     why = (f"is older than {MIN_GDAL[0]}.{MIN_GDAL[1]} (no Kerchunk references)" if v < MIN_GDAL else
            "has no Zarr driver" if "Zarr" not in drivers else
            "has no Blosc codec in its Zarr driver" if compressors is not None and "blosc" not in compressors.split(",")
@@ -206,6 +206,43 @@ def local_gdal_problem() -> str | None:
     with rasterio.Env() as env:
         drivers = set(env.drivers())
     return gdal_problem(rasterio.__gdal_version__, drivers, None)
+
+
+PROBE_VALUES = bytes(range(0, 16))  # int8 0..15 in one Blosc zstd bitshuffle chunk: upstream's embeddings codec
+
+
+def write_probe(folder: Path) -> Path:
+    """A 4x4 Kerchunk JSON with one inline chunk coded as upstream codes embeddings: a GDAL that reads its
+    values back reads Zarr VRTs (Kerchunk, Zarr driver, Blosc zstd, bitshuffle), with no network."""
+    import base64
+
+    from numcodecs import Blosc
+
+    chunk = Blosc(cname="zstd", clevel=3, shuffle=Blosc.BITSHUFFLE).encode(PROBE_VALUES)
+    zarray = {"zarr_format": 2, "shape": [4, 4], "chunks": [4, 4], "dtype": "|i1", "filters": None, "fill_value": None,
+              "order": "C", "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 2, "blocksize": 0}}
+    p = folder / "zarr_probe.json"
+    p.write_text(dumps({"version": 1, "refs": {".zarray": json.dumps(zarray),
+                                                "0.0": "base64:" + base64.b64encode(bytes(chunk)).decode()}}))
+    return p
+
+
+def zarr_check(what: str, res: dict):  # noqa: ANN201 - a doctor.Check
+    """doctor's verdict on one GDAL for Zarr VRTs: the probe's values read back, else the one line saying why not."""
+    from .doctor import Check
+
+    got = res.get("zarr")
+    if got == PROBE_VALUES.hex():
+        return Check(f"{what}: Zarr VRTs", True, "reads Kerchunk references with the Zarr driver and Blosc")
+    problem = gdal_problem(res["gdal"], set(), None) or gdal_problem(res["gdal"], {"Zarr"}, "") or ""
+    if _version(res["gdal"]) >= MIN_GDAL:
+        problem = (f"GDAL {res['gdal']} did not read a Blosc-coded Kerchunk chunk ({str(got)[:120]}): it lacks the Zarr "
+                   "driver or Blosc; " + problem.split("; ", 1)[-1])
+    return Check(f"{what}: Zarr VRTs", False, problem)
+
+
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split(".")[:2] if p.isdigit())
 
 
 __all__ = ["build_zarr", "mosaic_xml", "refs_name", "MIN_GDAL"]

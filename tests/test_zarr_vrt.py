@@ -86,8 +86,10 @@ def windows(h: int, w: int, rng: np.random.Generator) -> list[list[int]]:
     return out
 
 
-def check_vrt(python: str, out: Path, store: Path, gdalrc: Path, tmp: Path, bands: list[int] | None = None) -> int:
-    """Every zone VRT of a build equals the zarr-python reference on all its pixels and on random windows."""
+def check_vrt(python: str, out: Path, store: Path, gdalrc: Path, tmp: Path, bands: list[int] | None = None,
+              kinds: set | None = None) -> int:
+    """Every zone VRT of a build equals the zarr-python reference on all its pixels and on random windows;
+    kinds collects the stored scale values met (each invalid kind, NaN, +inf, valid)."""
     rng = np.random.default_rng(21)
     n = 0
     for v in zone_vrts(out):
@@ -97,7 +99,10 @@ def check_vrt(python: str, out: Path, store: Path, gdalrc: Path, tmp: Path, band
         assert meta["count"] == BANDS and meta["dtypes"] == ["float32"] * BANDS and meta["nodata"] == "nan"
         assert meta["tags"]["TESSVRT_FORMAT"] == "zarr" and meta["descriptions"][0] == "embedding_000"
         for (x, y, ww, hh), arr in zip(wins, got, strict=True):
-            ref, _ = reference(store, zone, 2024, slice(r + y, r + y + hh), slice(c + x, c + x + ww), bands)
+            ref, raw = reference(store, zone, 2024, slice(r + y, r + y + hh), slice(c + x, c + x + ww), bands)
+            if kinds is not None:
+                usual = (raw > 0) & (raw < 0.5)
+                kinds |= {str(v) for v in raw[~usual].tolist()} | ({"valid"} if usual.any() else set())
             assert_same(arr, ref, f"{v.name} window {x},{y},{ww},{hh} (GDAL {meta['gdal']})")
             n += arr.size
     return n
@@ -114,8 +119,12 @@ def test_zarr_vrt_equals_reference(zroot, s3, http, gdalrc, tmp_path, vsi, bbox,
     assert len(zone_vrts(out)) == n_zones
     refs = (tmp_path / "z.tessvrt" / "refs_utm31_embeddings.json").read_text()
     assert refs.startswith('{"version":1,') and ('"s3://' if vsi == "s3" else f'"{http.url}/') in refs
-    n = check_vrt(PY312, out, zroot / BUCKET / PREFIX / "v1.1-dclimate", gdalrc, tmp_path)
+    kinds: set = set()
+    n = check_vrt(PY312, out, zroot / BUCKET / PREFIX / "v1.1-dclimate", gdalrc, tmp_path, kinds=kinds)
     assert n > 100_000
+    if bbox == ZONES_BOX:  # upstream's valid rule against GDAL's LUT: every kind of invalid scale was compared
+        assert {"valid", "nan", "inf", "-inf", "0.0", "-0.5", "1.0", "1.5", "3.3999999521443642e+38",
+                "0.9999998807907104"} <= kinds, kinds
 
 
 @needs_312
@@ -229,3 +238,27 @@ def test_format_choice_and_refusals(zroot, s3, tmp_path):
     r = run_cli("build", "--dataset", "v1.1-dclimate", "--bbox", INSIDE, "--year", "2024", "-o", str(tmp_path / "c.vrt"),
                 "--endpoint", s3.url, "--format", "tiff", check=False)
     assert r.returncode == 1 and "--format 'tiff' must be zarr or npy" in r.stderr
+
+
+def test_doctor_checks_each_gdal_for_zarr_vrts(zroot, s3, gdalrc, tmp_path, monkeypatch):
+    """doctor Z.vrt: GDAL 3.10 (this venv) and QGIS's 3.6 FAIL with the one line naming npy and materialise;
+    GDAL 3.12 (TESSVRT_PY312 running this tessvrt) reads the inline Blosc probe and passes."""
+    out = tmp_path / "z.vrt"
+    build(out, INSIDE, s3.url)
+    env = env_with_gdalrc(gdalrc)
+    p = subprocess.run([sys.executable, "-m", "tessvrt", "doctor", str(out)], capture_output=True, text=True, env=env)
+    lines = [ln for ln in p.stdout.splitlines() if "Zarr VRTs" in ln]
+    assert p.returncode == 1 and lines, p.stdout + p.stderr
+    mine = [ln for ln in lines if "GDAL 3.10" in ln.split(":")[0]]
+    assert len(mine) == 1 and mine[0].startswith("FAIL") and "older than 3.11" in mine[0] and "--format npy" in mine[0]
+    if PY312:  # doctor's own probe, run by GDAL 3.12's interpreter (that venv has rasterio, not tessvrt's CLI)
+        from tessvrt.doctor import _python_gdal
+        from tessvrt.zarrvrt import write_probe, zarr_check
+
+        monkeypatch.setenv("GDAL_CONFIG_FILE", str(gdalrc))
+        res = _python_gdal(PY312, "rasterio", out, write_probe(tmp_path))
+        c = zarr_check("rasterio", res)
+        assert c.ok and "Blosc" in c.detail and res["gdal"].startswith("3.12"), (c, res)
+        broken = dict(res, zarr="'zarr_probe.json' not recognized as being in a supported file format")
+        c = zarr_check("rasterio", broken)
+        assert not c.ok and "lacks the Zarr driver or Blosc" in c.detail and "--format npy" in c.detail

@@ -216,8 +216,9 @@ def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[st
     return "".join(out)
 
 
-def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, ...], nbands: int) -> str:
-    """A tile's raw bands warped (nearest, exact transform) onto another zone's grid."""
+def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, ...], nbands: int,
+               emb_type: str = "Byte") -> str:
+    """A tile's raw bands warped (nearest, exact transform) onto another zone's grid (emb_type: Int8 for Zarr)."""
     from affine import Affine
 
     dst_gt = window_gt(target)
@@ -228,7 +229,7 @@ def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, 
         return ",".join(repr(float(v)) for v in a.to_gdal())
 
     bands = "".join(
-        f'  <VRTRasterBand dataType="{"Byte" if b < BANDS else "Float32"}" band="{b + 1}" subClass="VRTWarpedRasterBand"/>\n'
+        f'  <VRTRasterBand dataType="{emb_type if b < BANDS else "Float32"}" band="{b + 1}" subClass="VRTWarpedRasterBand"/>\n'
         for b in range(nbands)
     )
     mapping = "".join(f'<BandMapping src="{b + 1}" dst="{b + 1}"/>' for b in range(nbands))
@@ -254,13 +255,13 @@ def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, 
     )
 
 
-def placed_vrt(target: Window, warped: str, nbands: int, mask: str) -> str:
+def placed_vrt(target: Window, warped: str, nbands: int, mask: str, emb_type: str = "Byte") -> str:
     """A warped tile restricted to the pixels it owns on the target grid."""
     fn = f'<SourceFilename relativeToVRT="1">{escape(warped)}</SourceFilename>'
     out = [f'<VRTDataset rasterXSize="{target.width}" rasterYSize="{target.height}">\n']
     out.append(_srs_gt(target.epsg, window_gt(target)))
     for b in range(nbands):
-        dt = "Byte" if b < BANDS else "Float32"
+        dt = emb_type if b < BANDS else "Float32"
         out.append(
             f'  <VRTRasterBand dataType="{dt}" band="{b + 1}"><SimpleSource>{fn}'
             f"<SourceBand>{b + 1}</SourceBand></SimpleSource></VRTRasterBand>\n"

@@ -51,29 +51,50 @@ def refs_name(group: str, array: str) -> str:
     return f"refs_{group}_{array}.json"
 
 
-def mosaic_xml(part: _Part) -> str:
-    """Raw bands of one part: embeddings (Int8, band t*128+b of the 4-D array) and scales with the valid-scale LUT.
+def on_grid(win: Window, epsg: int) -> Window:
+    """A window of one zone's 326NN or 327NN grid on the other (the same pixels: northings differ by 10,000 km)."""
+    if win.epsg == epsg:
+        return win
+    shift = 1_000_000 if epsg > win.epsg else -1_000_000  # rows of 10 m in the false northing
+    return Window(epsg, win.col0, win.row0 + shift, win.width, win.height)
 
-    Sources are clipped to the group's grid; beyond it the scales band stays NaN (no source there)."""
+
+def native_sources(part: _Part, window: Window) -> tuple[list[str], str]:
+    """(one source per embedding band, the scales source) placing a part's group pixels in a window of the same zone.
+
+    Clipped to the group's grid; beyond it the mosaic has no source: scales NaN there."""
+    dx, dy = window.offset_of(on_grid(part.window, window.epsg))
     w = part.window
     r0, c0 = max(part.row, 0), max(part.col, 0)
     r1, c1 = min(part.row + w.height, part.height), min(part.col + w.width, part.width)
-    out = [f'<VRTDataset rasterXSize="{w.width}" rasterYSize="{w.height}">\n',
-           vrt._srs_gt(w.epsg, vrt.window_gt(w))]  # noqa: SLF001 - shared SRS/geotransform writer
-    rects = ""
-    if r1 > r0 and c1 > c0:
-        rects = (f'<SrcRect xOff="{c0}" yOff="{r0}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>'
-                 f'<DstRect xOff="{c0 - part.col}" yOff="{r0 - part.row}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>')
+    if r1 <= r0 or c1 <= c0:
+        return [""] * vrt.BANDS, ""
+    rects = (f'<SrcRect xOff="{c0}" yOff="{r0}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>'
+             f'<DstRect xOff="{dx + c0 - part.col}" yOff="{dy + r0 - part.row}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>')
     emb, sc = (escape(refs_name(part.group, a)) for a in ("embeddings", "scales"))
+    bands = [f'<SimpleSource><SourceFilename relativeToVRT="1">{emb}</SourceFilename>'
+             f"<SourceBand>{part.t * vrt.BANDS + b + 1}</SourceBand>{rects}</SimpleSource>" for b in range(vrt.BANDS)]
+    scales = (f'<ComplexSource><SourceFilename relativeToVRT="1">{sc}</SourceFilename><SourceBand>{part.t + 1}</SourceBand>'
+              f"{rects}<LUT>{vrt.SCALE_LUT}</LUT></ComplexSource>")
+    return bands, scales
+
+
+def raw_xml(window: Window, bands: list[list[str]], scales: list[str]) -> str:
+    """A mosaic of raw bands: 128 Int8 embeddings then Float32 scales (NaN = no data), given each band's sources."""
+    out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n',
+           vrt._srs_gt(window.epsg, vrt.window_gt(window))]  # noqa: SLF001 - shared SRS/geotransform writer
     for b in range(vrt.BANDS):
-        src = (f'<SimpleSource><SourceFilename relativeToVRT="1">{emb}</SourceFilename>'
-               f"<SourceBand>{part.t * vrt.BANDS + b + 1}</SourceBand>{rects}</SimpleSource>") if rects else ""
-        out.append(f'  <VRTRasterBand dataType="Int8" band="{b + 1}">{src}</VRTRasterBand>\n')
-    src = (f'<ComplexSource><SourceFilename relativeToVRT="1">{sc}</SourceFilename><SourceBand>{part.t + 1}</SourceBand>'
-           f"{rects}<LUT>{vrt.SCALE_LUT}</LUT></ComplexSource>") if rects else ""
-    out.append(f'  <VRTRasterBand dataType="Float32" band="{vrt.BANDS + 1}"><NoDataValue>nan</NoDataValue>{src}'
+        out.append(f'  <VRTRasterBand dataType="Int8" band="{b + 1}">{"".join(s[b] for s in bands)}</VRTRasterBand>\n')
+    out.append(f'  <VRTRasterBand dataType="Float32" band="{vrt.BANDS + 1}"><NoDataValue>nan</NoDataValue>{"".join(scales)}'
                "</VRTRasterBand>\n</VRTDataset>\n")
     return "".join(out)
+
+
+def mosaic_xml(part: _Part) -> str:
+    """Raw bands of one part on its own window: embeddings (Int8, band t*128+b of the 4-D array) and scales
+    through the valid-scale LUT."""
+    bands, scales = native_sources(part, part.window)
+    return raw_xml(part.window, [bands], [scales])
 
 
 def _url(ep: Endpoint, bucket: str, prefix: str, vsi: str):  # noqa: ANN202 - key -> URL

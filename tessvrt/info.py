@@ -41,7 +41,7 @@ def info(vrt_path: str | Path) -> dict:
 def _zarr_info(vrt_path: str | Path, rec: dict, endpoint: str | None, source: str, vsi: str) -> dict:
     """A Zarr VRT: its zone parts and the inner chunks its Kerchunk references point at (their bytes are what
     a full read fetches)."""
-    main = next((z for z in rec["zones"] if z["vrt"] == Path(vrt_path).name), rec["zones"][0])
+    main = next((z for z in rec["zones"] if z["vrt"] == Path(vrt_path).name), rec.get("main") or rec["zones"][0])
     refs = rec["refs"]
     return {
         "vrt": str(vrt_path), "format": "zarr", "store": rec.get("store"), "dataset": rec["dataset"],

@@ -163,15 +163,35 @@ def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, 
         written[name] = vrt.dequant_vrt(p.window, f"{sidecar.name}/{mosaic}", 1, {**p.meta, "TESSVRT_FORMAT": FORMAT},
                                         signed=True)
         zone_vrts[p.window.epsg] = out.with_name(name)
-    if zone_names:  # the main VRT: the zone part holding most pixels (cross-zone mosaics: not yet for Zarr)
-        main = max(parts, key=lambda p: (p.window.width * p.window.height, -p.window.epsg))
-        written[out.name] = written[f"{out.name[:-4]}_{main.label}.vrt"]
+    main = max(parts, key=lambda p: (p.window.width * p.window.height, -p.window.epsg))
+    main_window = main.window
+    if zone_names:  # the main VRT: every part on the grid of the part holding most pixels
+        from .build import _write_const
+        from .zarrcross import cross_zone
+
+        size = [1, 1]
+
+        def write(rel: str, text: str) -> None:
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(text)
+
+        def const(width: int, height: int) -> str:
+            size[:] = [max(size[0], width), max(size[1], height)]
+            return "../one.tif"
+
+        main_window = cross_zone(write, parts, main, bbox, const)
+        _write_const(folder / "one.tif", *size)
+        written[out.name] = vrt.dequant_vrt(main_window, f"{sidecar.name}/mosaic.vrt", 1,
+                                            {**main.meta, "TESSVRT_FORMAT": FORMAT}, signed=True)
     stats = {g: s for g, (_, s) in refs.items()}
     record = {
         "tessvrt": __version__, "format": FORMAT, "pixel_grid": PIXEL_GRID, "dataset": ts.dataset.name,
         "dataset_version": ts.dataset.version, "variant": ts.dataset.variant, "year": year, "store": ts.uri,
         "endpoint": ts.store.ep.url, "region": ts.store.ep.region, "vsi": vsi,
         "bbox": list(bbox), "source": source,
+        "main": {"epsg": main_window.epsg, "window": {"epsg": main_window.epsg, "col0": main_window.col0,
+                                                      "row0": main_window.row0, "width": main_window.width,
+                                                      "height": main_window.height}},
         "zones": [{"epsg": p.window.epsg, "label": p.label, "vrt": zone_vrts[p.window.epsg].name, "group": p.group,
                    "window": {"epsg": p.window.epsg, "col0": p.window.col0, "row0": p.window.row0,
                               "width": p.window.width, "height": p.window.height}} for p in parts],

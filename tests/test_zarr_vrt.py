@@ -262,3 +262,56 @@ def test_doctor_checks_each_gdal_for_zarr_vrts(zroot, s3, gdalrc, tmp_path, monk
         broken = dict(res, zarr="'zarr_probe.json' not recognized as being in a supported file format")
         c = zarr_check("rasterio", broken)
         assert not c.ok and "lacks the Zarr driver or Blosc" in c.detail and "--format npy" in c.detail
+
+
+def _group_rc(epsg: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group array (row, col) of the pixels containing points of a 326NN/327NN grid."""
+    s = SPEC[epsg % 100]
+    north = y - (10_000_000 if epsg >= 32700 else 0)
+    return np.floor((s.oy - north) / 10).astype(np.int64), np.floor((x - s.ox) / 10).astype(np.int64)
+
+
+@needs_312
+def test_main_vrt_across_zones(zroot, s3, gdalrc, tmp_path):
+    """The main VRT of a region over zones 31/32 and the equator, on utm31n's grid: pixels of zone 31 (either
+    hemisphere) shifted from its group, the others warped (nearest) from zone 32's pixel containing each centre,
+    each pixel from exactly one part: every pixel equals that definition, computed here with pyproj."""
+    from pyproj import Transformer
+
+    out = tmp_path / "z.vrt"
+    build(out, ZONES_BOX, s3.url)
+    rec = json.loads((tmp_path / "z.tessvrt" / "tessvrt.json").read_text())
+    m = rec["main"]["window"]
+    assert m["epsg"] == 32631 and (tmp_path / "z.tessvrt" / "warped").is_dir()
+    bands = [1, 2, 64, 128]
+    meta, (got,) = gdal_read(PY312, out, gdalrc, [[0, 0, m["width"], m["height"]]], bands, tmp_path)
+    store = zroot / BUCKET / PREFIX / "v1.1-dclimate"
+    refs = {z: reference(store, z, 2024, slice(0, SPEC[z].height), slice(0, SPEC[z].width), bands)[0] for z in SPEC}
+    xs = 10.0 * (m["col0"] + np.arange(m["width"])) + 5
+    ys = 10.0 * (m["row0"] - np.arange(m["height"])) + 5
+    gx, gy = np.meshgrid(xs, ys)
+    want = np.full((len(bands), m["height"], m["width"]), np.nan, np.float32)
+    native = np.zeros(gx.shape, bool)
+    for z in rec["zones"]:  # zone 31's parts: their window rectangles, on utm31n's grid
+        w = z["window"]
+        if z["epsg"] % 100 == 31:
+            row0 = w["row0"] - (1_000_000 if z["epsg"] >= 32700 else 0)
+            native |= (gx >= 10 * w["col0"]) & (gx < 10 * (w["col0"] + w["width"])) & \
+                (gy < 10 * (row0 + 1)) & (gy > 10 * (row0 + 1 - w["height"]))
+    r, c = _group_rc(32631, gx, gy)
+    want[:, native] = refs[31][:, r[native], c[native]]
+    lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(gx, gy)
+    for z in rec["zones"]:
+        if z["epsg"] % 100 == 31:
+            continue
+        mine = ~native & (np.floor((lon + 180) / 6) + 1 == 32) & ((lat < 0) == (z["epsg"] >= 32700))
+        px, py = Transformer.from_crs(4326, z["epsg"], always_xy=True).transform(lon[mine], lat[mine])
+        w = z["window"]
+        col, row = np.floor(px / 10), np.floor(py / 10)
+        inside = (col >= w["col0"]) & (col < w["col0"] + w["width"]) & (row <= w["row0"]) & (row > w["row0"] - w["height"])
+        gr, gc = _group_rc(z["epsg"], px, py)
+        vals = np.full((len(bands), int(mine.sum())), np.nan, np.float32)
+        vals[:, inside] = refs[32][:, gr[inside], gc[inside]]
+        want[:, mine] = vals
+    assert_same(got, want, f"main VRT {out.name} across zones (GDAL {meta['gdal']})")
+    assert np.isfinite(want[0][~native]).sum() > 1000 and np.isfinite(want[0][native]).sum() > 1000

@@ -64,7 +64,7 @@ class RefStats:
     chunks: int = 0
     bytes: int = 0
     absent: int = 0  # inner chunks the region needs that the store does not hold
-    shards: int = 0
+    indexed: set[str] = field(default_factory=set)  # shard objects whose index was read (or found absent)
     dropped_scales: int = 0  # scales chunks left out because their embeddings chunk is absent
     keys: dict[str, int] = field(default_factory=dict)  # object -> referenced bytes in it
 
@@ -84,7 +84,7 @@ def _chunk_refs(arr: Array, t: int, rows: slice, cols: slice, pool: Pool, url: C
     per = arr.per_shard
     shards = sorted({tuple(v // p for v, p in zip(c, per, strict=True)) for c in coords})
     futs = {s: arr._index_future(s, pool) for s in shards}  # noqa: SLF001 - shared, cached, CRC-checked index reads
-    stats.shards += len(shards)
+    stats.indexed |= {arr.key(sh) for sh in shards}
     for c in coords:
         s = tuple(v // p for v, p in zip(c, per, strict=True))
         got = futs[s].result()

@@ -71,9 +71,9 @@ def npy_dataset(name: str) -> Choice:
     zarr_only = [d for d in DATASETS if d.npy is None and key in (d.zarr, d.variant)]
     if zarr_only:
         z = zarr_only[0].zarr
-        raise TessvrtError(f"--dataset {key}: {zarr_only[0].label} is published only as Zarr, which GDAL reads "
-                           "from 3.13 on, so build cannot make a VRT of it; write COGs with `tessvrt materialise "
-                           f"out.tif --dataset {z} --bbox W,S,E,N --year Y` or read points with `tessvrt sample "
+        raise TessvrtError(f"--dataset {key}: {zarr_only[0].label} is published only as Zarr, so it has no npy tiles; "
+                           "build a VRT of its store with --format zarr (GDAL >= 3.11 reads it), write COGs with `tessvrt "
+                           f"materialise out.tif --dataset {z} --bbox W,S,E,N --year Y` or read points with `tessvrt sample "
                            f"--dataset {z} --year Y LON,LAT`; build needs .npy tiles: choose one of "
                            f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
     raise TessvrtError(f"--dataset {key!r} is not a TESSERA dataset{did_you_mean(key, 'npy')}; choose one of "

@@ -121,7 +121,7 @@ def main() -> int:
         proc.wait(10)
     a3, b3 = arrays["(a) npy VRT, 3 bands"], arrays["(b) Zarr VRT, 3 bands"]
     differ = ~((a3 == b3) | (np.isnan(a3) & np.isnan(b3))).all(axis=0)
-    rows = np.flatnonzero(differ.any(axis=1))
+    drows = np.flatnonzero(differ.any(axis=1))
     same128 = np.array_equal(arrays["(c) npy VRT, 128 bands"][:3], a3, equal_nan=True) and \
         np.array_equal(arrays["(d) Zarr VRT, 128 bands"][:3], b3, equal_nan=True)
     load = os.getloadavg()
@@ -136,7 +136,7 @@ def main() -> int:
     # upstream's zarr-fill pastes whole tiles, the last written winning where their UTM boxes overlap; the npy VRT
     # takes each pixel from the tile whose cell holds it (SPEC 1): they may differ there and only there
     print(f"pixels differing (Zarr VRT vs npy VRT): {int(differ.sum()):,} of {differ.size:,}"
-          + (f", all in window rows {rows[0]}-{rows[-1]} (the overlap of the 51.55 and 51.45 tile rows)" if rows.size else "")
+          + (f", all in window rows {drows[0]}-{drows[-1]} (the overlap of the 51.55 and 51.45 tile rows)" if drows.size else "")
           + f"; 128-band reads equal the 3-band ones: {same128}")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)

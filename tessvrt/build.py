@@ -286,7 +286,7 @@ def build(
         from .zarrvrt import build_zarr
 
         return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(bbox, tiles), dataset=dataset,
-                          source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite)
+                          source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
     box, picked, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint)
     present, missing, wanted = _requested(sel, box, picked)
     if len(present) > MAX_TILES:

@@ -107,7 +107,8 @@ def _url(ep: Endpoint, bucket: str, prefix: str, vsi: str):  # noqa: ANN202 - ke
 
 
 def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bbox: tuple[float, float, float, float],
-               dataset: str, source: str | None, endpoint: str | None, vsi: str, overwrite: bool):  # noqa: ANN201
+               dataset: str, source: str | None, endpoint: str | None, vsi: str, overwrite: bool,
+               crs: str | None = None):  # noqa: ANN201
     """Write out (the main VRT), per-zone VRTs when the region spans zones, and the sidecar with the references."""
     from .build import BuildResult, _check_zone_names
     from .pixels.zarr import forget, zarr_jobs
@@ -126,6 +127,7 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
                                f"references that GDAL loads whole when it opens the VRT; split it into builds of at most "
                                f"{MAX_CHUNKS:,} chunks (about 1.4 degrees square near the equator), or use tessvrt materialise")
         stem, parent = out.name[:-4], out.parent
+        main = _main_part(parts, crs)
         multi = len(parts) > 1
         zone_names = [f"{stem}_{p.label}.vrt" for p in parts] if multi else []
         _check_zone_names(parent, zone_names, previous, overwrite)
@@ -145,7 +147,7 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
         tmp = tmp_path(out)
         tmp.mkdir()
         try:
-            return _write(tmp, out, sidecar, parts, refs, zone_names, previous, ts, year, vsi, bbox, source,
+            return _write(tmp, out, sidecar, parts, main, refs, zone_names, previous, ts, year, vsi, bbox, source,
                           BuildResult)
         except OSError as exc:
             raise TessvrtError(f"cannot write {out} and its {sidecar.name} folder ({exc.strerror or exc}); "
@@ -154,7 +156,19 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, zone_names: list[str],
+def _main_part(parts: list[_Part], crs: str | None) -> _Part:
+    """The part whose grid the main VRT is on: --crs when given (one of the parts' EPSG), else the largest."""
+    if crs:
+        code = crs.upper().removeprefix("EPSG:")
+        hit = [p for p in parts if str(p.window.epsg) == code]
+        if not hit:
+            raise TessvrtError(f"--crs {crs!r}: a Zarr VRT's main grid is one of its zone parts' "
+                               f"({', '.join(f'EPSG:{p.window.epsg}' for p in parts)}); choose one of those")
+        return hit[0]
+    return max(parts, key=lambda p: (p.window.width * p.window.height, -p.window.epsg))
+
+
+def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], main: _Part, refs: dict, zone_names: list[str],
            previous: dict | None, ts, year: int, vsi: str, bbox: tuple, source: str | None,  # noqa: ANN001
            result: type):  # noqa: ANN202
     folder = tmp / sidecar.name
@@ -170,7 +184,6 @@ def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], refs: dict, 
         written[name] = vrt.dequant_vrt(p.window, f"{sidecar.name}/{mosaic}", 1, {**p.meta, "TESSVRT_FORMAT": FORMAT},
                                         signed=True)
         zone_vrts[p.window.epsg] = out.with_name(name)
-    main = max(parts, key=lambda p: (p.window.width * p.window.height, -p.window.epsg))
     main_window = main.window
     if zone_names:  # the main VRT: every part on the grid of the part holding most pixels
         from .build import _write_const

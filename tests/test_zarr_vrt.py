@@ -315,3 +315,24 @@ def test_main_vrt_across_zones(zroot, s3, gdalrc, tmp_path):
         want[:, mine] = vals
     assert_same(got, want, f"main VRT {out.name} across zones (GDAL {meta['gdal']})")
     assert np.isfinite(want[0][~native]).sum() > 1000 and np.isfinite(want[0][native]).sum() > 1000
+
+
+def test_materialise_and_info_of_a_zarr_vrt(zroot, s3, tmp_path):
+    """materialise Z.vrt writes the same zone parts, pixel for pixel, as materialise --dataset --bbox --year;
+    info gives the parts, the inner chunks referenced and their bytes (what a full read fetches)."""
+    out = tmp_path / "z.vrt"
+    build(out, SHARDS, s3.url)
+    p = run_cli("materialise", str(out), str(tmp_path / "v.tif"), "--bands", "1,64", "--quiet", "--json")
+    via_vrt = sorted(Path(f) for f in json.loads(p.stdout)["files"])
+    direct = sorted(Path(f) for f in materialise(s3, tmp_path / "d.tif", SHARDS, "--bands", "1,64")["files"])
+    assert len(via_vrt) == len(direct) == 2
+    for a, b in zip(via_vrt, direct, strict=True):
+        with rasterio.open(a) as da, rasterio.open(b) as db:
+            assert da.transform == db.transform and da.crs == db.crs
+            assert_same(da.read(), db.read(), f"{a.name} vs {b.name}")
+    d = json.loads(run_cli("info", str(out), "--json").stdout)
+    rec = json.loads((tmp_path / "z.tessvrt" / "tessvrt.json").read_text())
+    assert d["format"] == "zarr" and len(d["zones"]) == 2 and d["chunks"] == sum(r["chunks"] for r in rec["refs"].values())
+    refs = [json.loads(f.read_text())["refs"] for f in (tmp_path / "z.tessvrt").glob("refs_*.json")]
+    ranges = [v for r in refs for k, v in r.items() if not k.startswith(".")]
+    assert d["remote_bytes"] == sum(v[2] for v in ranges) > 0 and d["chunks"] == len(ranges)

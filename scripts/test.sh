@@ -4,6 +4,7 @@
 #    for the compatibility tests
 #  - .venv: python3 (3.11) + tessvrt + test extras (rasterio wheel = GDAL 3.10)
 #  - .venv312: python3.12 + rasterio 1.5 wheel (GDAL 3.12) for the same reads
+#  - .venv313: python3.12 + gdal-wheel 3.13.3 (osgeo bindings, GDAL 3.13) for the npy VRT reads
 #  - .venv-oracle: python3.12 + upstream geotessera 0.11.0 (~1 min, ~1.1 GB), the test oracle that
 #    tests/oracle_geotessera.py drives (TESSVRT_ORACLE_PY)
 # Needs: python3 (3.11 here), python3.12 (found on PATH, under pyenv's root or the system's; or set
@@ -43,6 +44,10 @@ if [ -n "$PY312" ]; then
   [ -x .venv312/bin/python ] || "$PY312" -m venv .venv312
   .venv312/bin/pip install -q --disable-pip-version-check 'rasterio>=1.5' numpy
   export TESSVRT_PY312="$PWD/.venv312/bin/python"
+  # GDAL 3.13: PyPI gdal-wheel's osgeo bindings (no rasterio, no Zarr/GTI driver) read the npy VRTs (tests/gdal_read_osgeo.py)
+  [ -x .venv313/bin/python ] || "$PY312" -m venv .venv313
+  .venv313/bin/pip install -q --disable-pip-version-check 'gdal-wheel==3.13.3' numpy
+  export TESSVRT_PY313="$PWD/.venv313/bin/python"
 fi
 if [ -n "$PY312" ]; then
   [ -x .venv-oracle/bin/python ] || "$PY312" -m venv .venv-oracle

@@ -264,6 +264,7 @@ def build(
     crs: str | None = None,
     overwrite: bool = False,
     overview: bool | list[int] = False,
+    format: str | None = None,  # noqa: A002 - the CLI's --format
 ) -> BuildResult:
     """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder.
 
@@ -272,6 +273,7 @@ def build(
 
     dataset: an npy dataset name (`tessvrt datasets`); source: the bucket layout (datasets.MIRRORS),
     default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint.
+    format: npy or zarr (tessvrt.zarrvrt); default npy when the dataset has npy tiles, else zarr.
     """
     out = Path(output)
     if out.suffix.lower() != ".vrt":
@@ -284,6 +286,15 @@ def build(
     sidecar = out.with_name(stem + SIDECAR_SUFFIX)
     check_name(out, len(f".{out.name}.{os.getpid()}.tessvrt-tmp"), "-o")
     previous = _previous_build(out, sidecar, overwrite)
+    if datasets.build_format(dataset, format) == "zarr":
+        from .zarrvrt import build_zarr
+
+        if overview:
+            raise TessvrtError("--overview is for npy VRTs (a Zarr VRT reads whole inner chunks); drop --overview "
+                               "or add --format npy where the dataset has npy tiles")
+
+        return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(bbox, tiles), dataset=dataset,
+                          source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
     box, picked, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint)
     present, missing, wanted = _requested(sel, box, picked)
     if len(present) > MAX_TILES:
@@ -320,6 +331,16 @@ def build(
                                "free disk space or choose another -o") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _lonlat_box(bbox: str | BBox | None, tiles: list | None) -> tuple[float, float, float, float]:
+    """The lon/lat box a Zarr build reads: --bbox, else the box around the --tile cells."""
+    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
+    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
+    if box is None and not picked:
+        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
+    bounds = [t.bounds for t in picked] + ([(box.west, box.south, box.east, box.north)] if box else [])
+    return (min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds), max(b[3] for b in bounds))
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ def build(
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
     overview: bool = typer.Option(False, "--overview", help="Also write local overviews (1/4, 1/16, ...) that GDAL and "
                                   "QGIS use when zoomed out; fetches 1/4 of the tile rows (docs/layout.md)"),
+    fmt: str | None = typer.Option(None, "--format", metavar="npy|zarr",
+                                   help="npy tiles (default where published; GDAL >= 3.6) or the Zarr store (GDAL >= 3.11)"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
     from .build import build as run
@@ -80,7 +82,7 @@ def build(
     try:
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
                   manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite,
-                  overview=overview)
+                  overview=overview, format=fmt)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -91,7 +93,7 @@ def build(
         more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
         typer.echo(f"tessvrt: {res.missing_count:,} tile(s) not in the manifest: "
                    f"{', '.join(res.missing)}{more}", err=True)
-    typer.echo(f"wrote {res.vrt} ({len(res.tiles)} tile{'' if len(res.tiles) == 1 else 's'})")
+    typer.echo(f"wrote {res.vrt}" + (f" ({len(res.tiles)} tile{'' if len(res.tiles) == 1 else 's'})" if res.tiles else ""))
     for epsg, p in res.zone_vrts.items():
         if p != res.vrt:
             typer.echo(f"wrote {p} (EPSG:{epsg})")
@@ -318,12 +320,21 @@ def info(
     hint = config_hint(d["endpoint"], d["source"], d["vsi"])
     if hint:
         typer.echo(f"tessvrt: {hint}", err=True)
+    if d.get("format") == "zarr":  # GDAL < 3.11 fails on it with only "not recognized as being in a supported format"
+        from .zarrvrt import local_gdal_problem
+
+        problem = local_gdal_problem()
+        if problem:
+            typer.echo(f"tessvrt: {problem}", err=True)
     if as_json:
         typer.echo(json.dumps(d, indent=1))
         return
     typer.echo(f"{d['vrt']}: {d['width']} x {d['height']} pixels, 128 float32 bands, {d['crs']}")
     typer.echo(f"dataset {d['dataset']} (TESSERA v{d['dataset_version']}, variant {d['variant']}), year {d['year']}")
-    typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
+    if d.get("format") == "zarr":
+        typer.echo(f"Zarr store {d['store']}: {d['chunks']:,} inner chunks referenced, {d['absent_chunks']:,} absent")
+    else:
+        typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
     if d["missing"]:
         typer.echo(f"missing ({len(d['missing'])}): {', '.join(d['missing'])}")
     for z in d["zones"]:

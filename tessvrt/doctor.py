@@ -54,6 +54,12 @@ if mode == "rasterio":
                 out["bytes"] = d.read(1).tobytes().hex()
         except Exception as exc:
             out["errors"].append(str(exc))
+        if len(sys.argv) > 4:
+            try:
+                with rasterio.open(sys.argv[4]) as d:
+                    out["zarr"] = d.read(1).tobytes().hex()
+            except Exception as exc:
+                out["zarr"] = str(exc)
 else:
     import qgis.core
     from osgeo import gdal
@@ -64,6 +70,10 @@ else:
     data = ds.GetRasterBand(1).ReadRaster() if ds is not None else None
     if data is not None:
         out["bytes"] = bytes(data).hex()
+    if len(sys.argv) > 4:
+        zds = gdal.Open(sys.argv[4])
+        zdata = zds.GetRasterBand(1).ReadRaster() if zds is not None else None
+        out["zarr"] = bytes(zdata).hex() if zdata is not None else (out["errors"][-1] if out["errors"] else "cannot open")
 print(json.dumps(out))
 """
 
@@ -265,8 +275,9 @@ def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProces
         return str(exc)
 
 
-def _python_gdal(python: str, mode: str, vrt: Path) -> dict:
-    p = _run([python, "-c", _PROBE, str(vrt), mode, ",".join([ALLOWED_SOURCE, *READ_AHEAD])])
+def _python_gdal(python: str, mode: str, vrt: Path, zarr_probe: Path | None = None) -> dict:
+    p = _run([python, "-c", _PROBE, str(vrt), mode, ",".join([ALLOWED_SOURCE, *READ_AHEAD]),
+              *([str(zarr_probe)] if zarr_probe else [])])
     if isinstance(p, str) or p.returncode != 0:
         tail = p if isinstance(p, str) else (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
         return {"failed": tail}
@@ -334,10 +345,13 @@ def doctor(endpoint: str | None = None, source: str | None = None, qgis_python: 
 
     With a VRT, the source and endpoint it was built with are checked (those given explicitly win).
     """
+    zarr_vrt = False
     if vrt is not None:
         from .record import read_record
 
-        rec_endpoint, rec_source, _ = record_source(read_record(vrt))
+        rec = read_record(vrt)
+        zarr_vrt = rec.get("format") == "zarr"
+        rec_endpoint, rec_source, _ = record_source(rec)
         endpoint = endpoint if endpoint is not None else rec_endpoint
         source = source if source is not None else rec_source
     m = mirror(source)
@@ -375,11 +389,16 @@ def doctor(endpoint: str | None = None, source: str | None = None, qgis_python: 
     qgis = qgis_python if Path(qgis_python).exists() else None
     with tempfile.TemporaryDirectory(prefix="tessvrt-doctor-") as tmp:
         vrt = _probe_vrt(Path(tmp), ep.vsi_path(loc))
-        jobs = {sys.executable: lambda: _python_gdal(sys.executable, "rasterio", vrt)}
+        zp = None
+        if zarr_vrt:
+            from .zarrvrt import write_probe
+
+            zp = write_probe(Path(tmp))
+        jobs = {sys.executable: lambda: _python_gdal(sys.executable, "rasterio", vrt, zp)}
         if gdalinfo:
             jobs[gdalinfo] = lambda: _cli_gdal(gdalinfo, vrt)
         if qgis:
-            jobs[qgis] = lambda: _python_gdal(qgis, "qgis", vrt)
+            jobs[qgis] = lambda: _python_gdal(qgis, "qgis", vrt, zp)
         with ThreadPoolExecutor(len(jobs)) as pool:
             results = {where: pool.submit(job) for where, job in jobs.items()}
             for where, fut in results.items():
@@ -388,6 +407,10 @@ def doctor(endpoint: str | None = None, source: str | None = None, qgis_python: 
                     rep.checks.append(Check("QGIS", True, f"not installed for {qgis} (not checked)"))
                     continue
                 rep.checks.append(_judge(where, res, m, file_problems, fix))
+                if zarr_vrt and "gdal" in res:
+                    from .zarrvrt import zarr_check
+
+                    rep.checks.append(zarr_check(rep.checks[-1].what, res))
     if not gdalinfo:
         rep.checks.append(Check("gdalinfo", True, "not on PATH (not checked)"))
     if not qgis:

@@ -30,7 +30,9 @@ def default_path() -> Path:
 # /vsicurl read-ahead, global in GDAL (these are not path-specific options). Raw bands read a
 # .npy row by row; larger chunks serve several rows per request, and a cache that holds a whole
 # render stops each band re-downloading the rows the previous band fetched. Measured with
-# scripts/bench_remote_reads.py (docs/performance.md).
+# scripts/bench_remote_reads.py (docs/performance.md). Zarr VRTs (Kerchunk, GDAL >= 3.11) need the
+# same two: GDAL reads a 128-band inner chunk once per band, so without the cache every band refetches
+# it (scripts/bench_zarr_vrt.py: a 128-band read costs the 3-band read's requests with these settings).
 READ_AHEAD: dict[str, str] = {
     "CPL_VSIL_CURL_CHUNK_SIZE": str(256 * 1024),
     "CPL_VSIL_CURL_CACHE_SIZE": str(1024 * 1024 * 1024),  # RAM, filled only as data is read

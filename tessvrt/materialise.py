@@ -168,6 +168,10 @@ def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, d
         _, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
         return str(output if output is not None else vrt_path), jobs, []
     rec = read_record(vrt_path)  # type: ignore[arg-type]
+    if rec.get("format") == "zarr":  # a Zarr VRT: the same zone parts straight from its store
+        _, jobs = zarr_jobs(rec["dataset"], tuple(rec["bbox"]), rec["year"], rec.get("source"),
+                            endpoint if endpoint is not None else rec.get("endpoint"))
+        return str(output), jobs, []
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
     return str(output), npy_jobs(rec, ep, allow_missing), [t["name"] for t in rec["tiles"]]
 

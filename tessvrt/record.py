@@ -52,6 +52,11 @@ def read_record(vrt_path: str | Path) -> dict:
             rec = json.loads(path.read_text())
         except ValueError as exc:
             raise TessvrtError(f"{path} is corrupt ({exc}); rebuild with tessvrt build") from None
+        if isinstance(rec, dict) and rec.get("format") == "zarr":  # a Zarr VRT: no tiles, references instead
+            from .zarrvrt import check_record as check_zarr
+
+            check_zarr(rec, path)
+            return rec
         if isinstance(rec, dict) and "tiles" in rec and rec.get("pixel_grid") != PIXEL_GRID:
             raise TessvrtError(f"{p} was built by an older tessvrt ({rec.get('tessvrt', '?')}) on a pixel grid 10 m off "
                                "upstream's; rebuild it with tessvrt build")

@@ -187,17 +187,19 @@ def _xml_text(v: str) -> str:
     return "".join(ch if ch >= " " or ch in "\t\n\r" else "?" for ch in v)
 
 
-def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str]) -> str:
+def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[str, str], signed: bool = False) -> str:
     """The user-facing raster: band i = signed(embedding_i) * scale, NaN where no valid data.
 
     The Byte -> signed LUT sits here, once per band, rather than on each tile's mosaic source
     (128 per tile): it lists all 256 values so every lookup is exact, never interpolated.
+    signed: the mosaic's embeddings are Int8 already (Zarr VRTs, GDAL >= 3.11): no LUT.
     """
     md = "".join(f"<MDI key={quoteattr(k)}>{escape(_xml_text(v))}</MDI>" for k, v in metadata.items())
     out = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">\n']
     out.append(_srs_gt(window.epsg, window_gt(window)))
     out.append(f"  <Metadata>{md}</Metadata>\n")
     fn = f'<SourceFilename relativeToVRT="1">{escape(mosaic)}</SourceFilename>'
+    lut = "" if signed else f"<LUT>{INT8_LUT}</LUT>"
     for b in range(BANDS):
         sb = BANDS + 1 + (b if scale_bands > 1 else 0)
         out.append(
@@ -206,7 +208,7 @@ def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[st
             "<PixelFunctionType>mul</PixelFunctionType>"
             '<PixelFunctionArguments propagateNoData="true"/>'
             "<SourceTransferType>Float64</SourceTransferType>"
-            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand><LUT>{INT8_LUT}</LUT></ComplexSource>"
+            f"<ComplexSource>{fn}<SourceBand>{b + 1}</SourceBand>{lut}</ComplexSource>"
             f"<SimpleSource>{fn}<SourceBand>{sb}</SourceBand></SimpleSource>"
             "</VRTRasterBand>\n"
         )
@@ -225,8 +227,9 @@ def add_overviews(text: str, files: list[str]) -> str:
     return "".join(p + tpl.replace("\0", str(b + 1)) + "</VRTRasterBand>" for b, p in enumerate(parts[:-1])) + parts[-1]
 
 
-def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, ...], nbands: int) -> str:
-    """A tile's raw bands warped (nearest, exact transform) onto another zone's grid."""
+def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, ...], nbands: int,
+               emb_type: str = "Byte") -> str:
+    """A tile's raw bands warped (nearest, exact transform) onto another zone's grid (emb_type: Int8 for Zarr)."""
     from affine import Affine
 
     dst_gt = window_gt(target)
@@ -237,7 +240,7 @@ def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, 
         return ",".join(repr(float(v)) for v in a.to_gdal())
 
     bands = "".join(
-        f'  <VRTRasterBand dataType="{"Byte" if b < BANDS else "Float32"}" band="{b + 1}" subClass="VRTWarpedRasterBand"/>\n'
+        f'  <VRTRasterBand dataType="{emb_type if b < BANDS else "Float32"}" band="{b + 1}" subClass="VRTWarpedRasterBand"/>\n'
         for b in range(nbands)
     )
     mapping = "".join(f'<BandMapping src="{b + 1}" dst="{b + 1}"/>' for b in range(nbands))
@@ -263,13 +266,13 @@ def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, 
     )
 
 
-def placed_vrt(target: Window, warped: str, nbands: int, mask: str) -> str:
+def placed_vrt(target: Window, warped: str, nbands: int, mask: str, emb_type: str = "Byte") -> str:
     """A warped tile restricted to the pixels it owns on the target grid."""
     fn = f'<SourceFilename relativeToVRT="1">{escape(warped)}</SourceFilename>'
     out = [f'<VRTDataset rasterXSize="{target.width}" rasterYSize="{target.height}">\n']
     out.append(_srs_gt(target.epsg, window_gt(target)))
     for b in range(nbands):
-        dt = "Byte" if b < BANDS else "Float32"
+        dt = emb_type if b < BANDS else "Float32"
         out.append(
             f'  <VRTRasterBand dataType="{dt}" band="{b + 1}"><SimpleSource>{fn}'
             f"<SourceBand>{b + 1}</SourceBand></SimpleSource></VRTRasterBand>\n"

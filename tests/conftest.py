@@ -91,11 +91,22 @@ def interpreters() -> list:
     return out
 
 
+def vrt_readers() -> list:
+    """interpreters() plus GDAL 3.13 (PyPI gdal-wheel 3.13.3 in a python3.12 venv, TESSVRT_PY313): `osgeo`
+    bindings with VRT, GTiff, COG and curl but no Zarr or GTI driver, so only for npy VRT reads."""
+    py313 = os.environ.get("TESSVRT_PY313")
+    return [*interpreters(), pytest.param(py313, id="py312-gdal3.13",
+                                          marks=pytest.mark.skipif(not py313 and not os.environ.get("CI"),
+                                                                   reason="TESSVRT_PY313 not set (scripts/test.sh sets it)"))]
+
+
 def gdal_read(python: str, vrt: Path, gdalrc: Path, windows: list, bands: list[int] | None, tmp: Path):
-    """Read windows through GDAL in a separate interpreter, configured only by the gdalrc."""
+    """Read windows through GDAL in a separate interpreter, configured only by the gdalrc (rasterio, or the
+    osgeo bindings for TESSVRT_PY313's gdal-wheel)."""
     out = tmp / f"read_{abs(hash((python, str(vrt), json.dumps(windows))))}.npz"
     spec = json.dumps({"windows": windows, "bands": bands})
-    p = subprocess.run([python, str(HERE / "gdal_read.py"), str(vrt), str(out), spec],
+    script = "gdal_read_osgeo.py" if python and python == os.environ.get("TESSVRT_PY313") else "gdal_read.py"
+    p = subprocess.run([python, str(HERE / script), str(vrt), str(out), spec],
                        capture_output=True, text=True, env=env_with_gdalrc(gdalrc))
     assert p.returncode == 0, p.stderr
     d = np.load(out)

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_same, gdal_read, interpreters, run_cli
+from conftest import assert_same, gdal_read, run_cli, vrt_readers
 from reference import expected, load_record, stored
 
 from tessvrt.testing import env_with_gdalrc
@@ -76,7 +76,7 @@ def check(python, vrt, gdalrc, bucket_root, tmp_path, bands=BANDS, seed=0):
     return meta, arrays
 
 
-@pytest.mark.parametrize("python", interpreters())
+@pytest.mark.parametrize("python", vrt_readers())
 def test_block_matches_reference(python, built, gdalrc, bucket_root, tmp_path):
     meta, arrays = check(python, built["block"], gdalrc, bucket_root, tmp_path)
     assert meta["count"] == 128 and set(meta["dtypes"]) == {"float32"}
@@ -89,13 +89,13 @@ def test_block_matches_reference(python, built, gdalrc, bucket_root, tmp_path):
     assert np.isfinite(all_vals).mean() > 0.3 and np.isnan(all_vals).any()
 
 
-@pytest.mark.parametrize("python", interpreters())
+@pytest.mark.parametrize("python", vrt_readers())
 def test_all_bands_window(python, built, gdalrc, bucket_root, tmp_path):
     """Every band, on the tile with (H, W, 128) scales and its neighbours."""
     check(python, built["block"], gdalrc, bucket_root, tmp_path, bands=list(range(1, 129)), seed=5)
 
 
-@pytest.mark.parametrize("python", interpreters())
+@pytest.mark.parametrize("python", vrt_readers())
 @pytest.mark.parametrize("name", ["cross", "cross_utm31n", "cross_utm32n", "south"])
 def test_zones_and_south(python, name, built, gdalrc, bucket_root, tmp_path):
     vrt = built["cross"].with_name(name + ".vrt") if name.startswith("cross") else built[name]
@@ -142,7 +142,7 @@ def built_blocks(s3, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("python", interpreters())
+@pytest.mark.parametrize("python", vrt_readers())
 @pytest.mark.parametrize("name", ["block", "cross", "cross_utm32n"])
 def test_mosaic_of_blocks(python, name, built_blocks, gdalrc, bucket_root, tmp_path):
     blocks = list((built_blocks / f"{name.split('_')[0]}.tessvrt" / "blocks").iterdir())
@@ -165,7 +165,7 @@ def _row_one_windows(rec: dict) -> list[list[int]]:
     return [[0, y, g["width"], 5] for y in sorted(ys) if 0 <= y <= g["height"] - 5]
 
 
-@pytest.mark.parametrize("python", interpreters())
+@pytest.mark.parametrize("python", vrt_readers())
 def test_every_int8_value(python, built, gdalrc, bucket_root, tmp_path):
     """All 256 stored values come out signed and scaled right (the top VRT's Byte -> signed LUT)."""
     rec = load_record(built["block"])

@@ -344,11 +344,16 @@ def test_bad_input_is_one_line_and_writes_nothing(stores, s3, tmp_path, case, ne
     assert list(tmp_path.iterdir()) == []
 
 
-def test_build_points_zarr_only_datasets_at_materialise(s3, tmp_path):
+def test_build_points_zarr_only_datasets_at_materialise(stores, s3, tmp_path):
+    """build of a Zarr-only dataset reads its store (tests/test_zarr_vrt.py); --format npy points at the others."""
     p = run_cli("build", "--bbox", "4.0,88.1,4.2,88.2", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--dataset",
-                "v1.1-dclimate", "--endpoint", s3.url, check=False)
+                "v1.1-dclimate", "--endpoint", s3.url, "--format", "npy", check=False)
     assert p.returncode == 1 and "tessvrt materialise out.tif --dataset v1.1-dclimate --bbox" in p.stderr
-    assert "tessvrt sample --dataset v1.1-dclimate" in p.stderr and list(tmp_path.iterdir()) == []
+    assert "tessvrt sample --dataset v1.1-dclimate" in p.stderr and "--format zarr" in p.stderr
+    assert list(tmp_path.iterdir()) == []
+    q = run_cli("build", "--bbox", "4.0,88.1,4.2,88.2", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--dataset",
+                "v1.1-dclimate", "--endpoint", s3.url, check=False)
+    assert q.returncode == 1 and "holds nothing in --bbox 4,88.1,4.2,88.2" in q.stderr and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("fault", ["wrong_start", "ignore_range"])

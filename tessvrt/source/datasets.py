@@ -71,13 +71,25 @@ def npy_dataset(name: str) -> Choice:
     zarr_only = [d for d in DATASETS if d.npy is None and key in (d.zarr, d.variant)]
     if zarr_only:
         z = zarr_only[0].zarr
-        raise TessvrtError(f"--dataset {key}: {zarr_only[0].label} is published only as Zarr, which GDAL reads "
-                           "from 3.13 on, so build cannot make a VRT of it; write COGs with `tessvrt materialise "
-                           f"out.tif --dataset {z} --bbox W,S,E,N --year Y` or read points with `tessvrt sample "
+        raise TessvrtError(f"--dataset {key}: {zarr_only[0].label} is published only as Zarr, so it has no npy tiles; "
+                           "build a VRT of its store with --format zarr (GDAL >= 3.11 reads it), write COGs with `tessvrt "
+                           f"materialise out.tif --dataset {z} --bbox W,S,E,N --year Y` or read points with `tessvrt sample "
                            f"--dataset {z} --year Y LON,LAT`; build needs .npy tiles: choose one of "
                            f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
     raise TessvrtError(f"--dataset {key!r} is not a TESSERA dataset{did_you_mean(key, 'npy')}; choose one of "
                        f"{', '.join(d.npy for d in DATASETS if d.npy)} (tessvrt datasets lists them)")
+
+
+def build_format(name: str, fmt: str | None) -> str:
+    """npy or zarr for `build`: npy by default where both exist (its VRTs read on GDAL >= 3.6 and QGIS 3.22;
+    Zarr VRTs need GDAL >= 3.11), zarr for datasets published only as Zarr."""
+    if fmt not in (None, "npy", "zarr"):
+        raise TessvrtError(f"--format {fmt!r} must be zarr or npy")
+    key = name.strip()
+    zarr_only = any(d.npy is None and key in (d.zarr, d.variant) for d in DATASETS)
+    if fmt == "npy" or (fmt is None and not zarr_only):
+        return "npy"
+    return "zarr"
 
 
 def did_you_mean(key: str, fmt: str) -> str:

@@ -7,6 +7,7 @@ are transparent (alpha 0).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ def write_png(dest: Path, files: list[Path], size: int = QUICKLOOK) -> None:
     from rasterio.transform import from_bounds
     from rasterio.warp import reproject, transform_bounds
 
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml beside the picture
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():  # no .aux.xml beside the picture
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # a PNG is a picture, not a map
         metas = []
         for f in files:
             with rasterio.open(f) as d:

@@ -5,6 +5,10 @@ numpy's SVD), one colour rule across zones, invalid pixels 0, a quicklook PNG th
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +212,24 @@ def test_bad_input_is_one_line(vrts, tmp_path):
     p = run_cli("preview", check=False)
     assert p.returncode == 1 and "tessvrt preview" in p.stderr
     assert sorted(q.name for q in tmp_path.iterdir()) == ["x.tif"]
+
+
+@pytest.mark.parametrize("delay", [0.5, 6.0], ids=["early", "later"])
+def test_sigterm_takes_effect_in_seconds_and_leaves_nothing(vrts, tmp_path, delay):
+    out, png = tmp_path / "o.tif", tmp_path / "o.png"
+    cmd = [sys.executable, "-m", "tessvrt", "preview", str(vrts["cross"]), str(out), "--png", str(png), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".o*.lock.tessvrt-tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert proc.poll() is None, "preview finished before it could be interrupted"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10, "SIGTERM took more than 10 s"
+    assert proc.returncode == 130 and "interrupted; no output was written" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
 
 
 # ---- a Zarr store: zones 31/32 and the equator ----

@@ -5,6 +5,7 @@ numpy's SVD), one colour rule across zones, invalid pixels 0, a quicklook PNG th
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from reference import expected, load_record
 
 from tessvrt.cog.check import cog_validate
 from tessvrt.cog.profiles import overview_factors
+
+QGIS_PYTHON = "/usr/bin/python3"
 
 
 # ---- the documented rule, written again from docs/preview.md (not imported from tessvrt.preview) ----
@@ -160,7 +163,7 @@ def test_npy_multizone_equals_reference_pca(vrts, bucket_root, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(f).name for f in res["files"]] + ["cross.png"])
 
 
-def test_library_single_zone_and_sign_convention(vrts, bucket_root, tmp_path):
+def test_library_single_zone_and_sign_convention(vrts, bucket_root, tmp_path, gdal_bin):
     from tessvrt import preview
     from tessvrt.preview import fit
 
@@ -168,11 +171,38 @@ def test_library_single_zone_and_sign_convention(vrts, bucket_root, tmp_path):
     assert res.files == [tmp_path / "block.tif"] and res.png is None
     check_outputs([str(f) for f in res.files], npy_refs(bucket_root, vrts["block"]))
     # the sign rule makes the fit independent of what the SVD returns for a sample and its negation
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(500, 128)) @ rng.normal(size=(128, 128))
+    g = np.random.default_rng(3)
+    x = g.normal(size=(500, 128)) @ g.normal(size=(128, 128))
     a, b = fit(x), fit(-x)
     np.testing.assert_allclose(a.components, b.components, atol=1e-12)
     np.testing.assert_allclose(a.lo, -b.hi, atol=1e-9)  # scores negate: the 2-98 stretch mirrors
+    # Debian's GDAL 3.6 CLI (what QGIS 3.22 runs on) reads it as RGB with the same bytes
+    info = subprocess.run([gdal_bin.replace("gdal_translate", "gdalinfo"), str(res.files[0])], capture_output=True,
+                          text=True, check=True).stdout
+    assert "ColorInterp=Red" in info and "ColorInterp=Blue" in info and "NoData Value=0" in info
+    cut = tmp_path / "cut.tif"
+    subprocess.run([gdal_bin, "-q", "-srcwin", "37", "1000", "300", "250", str(res.files[0]), str(cut)], check=True)
+    with rasterio.open(cut) as c, rasterio.open(res.files[0]) as d:
+        np.testing.assert_array_equal(c.read(), d.read(window=rasterio.windows.Window(37, 1000, 300, 250)))
+        rgb = d.read()
+        t = d.transform
+    # QGIS 3.22 (Debian python3-qgis) shows it as an RGB picture and identifies the same bytes
+    if subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode != 0:
+        pytest.skip("Debian python3-qgis not installed")
+    rng = np.random.default_rng(5)
+    pix = [(int(rng.integers(0, rgb.shape[2])), int(rng.integers(0, rgb.shape[1]))) for _ in range(12)]
+    nodata = np.argwhere((rgb == 0).all(axis=0))
+    pix.append((int(nodata[len(nodata) // 2][1]), int(nodata[len(nodata) // 2][0])))
+    spec = {"points": [list(t * (c + 0.5, r + 0.5)) for c, r in pix], "size": [200, 800]}
+    p = subprocess.run([QGIS_PYTHON, str(Path(__file__).parent / "qgis_probe.py"), str(res.files[0]),
+                        str(tmp_path / "qgis.png"), json.dumps(spec)], capture_output=True, text=True,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    q = json.loads(p.stdout.strip().splitlines()[-1])
+    assert q["valid"] and q["renderer"] == "multibandcolor" and q["png"]["distinct_colours"] > 200
+    for (c, r), got in zip(pix, q["identify"], strict=True):  # QGIS reports no data as null
+        want = [float(v) for v in rgb[:, r, c]]
+        assert got == (want if any(want) else [None, None, None]), (c, r, got, want)
 
 
 def test_same_values_same_colour_across_zones(vrts, bucket_root, tmp_path):

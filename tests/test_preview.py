@@ -241,6 +241,8 @@ def test_bad_input_is_one_line(vrts, tmp_path):
     assert p.returncode == 1 and ".png" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("preview", check=False)
     assert p.returncode == 1 and "tessvrt preview" in p.stderr
+    p = run_cli("preview", str(vrts["block"]), str(tmp_path / "col") + "/", check=False)
+    assert p.returncode == 1 and "not a collection" in p.stderr and len(p.stderr.splitlines()) == 1
     assert sorted(q.name for q in tmp_path.iterdir()) == ["x.tif"]
 
 

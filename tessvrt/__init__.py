@@ -10,18 +10,19 @@ from .errors import TessvrtError
 
 __version__ = "0.1.0"
 
-__all__ = ["build", "materialise", "sample", "open_region", "TessvrtError", "__version__"]
+__all__ = ["build", "materialise", "preview", "sample", "open_region", "TessvrtError", "__version__"]
 
 if TYPE_CHECKING:
     from .build import build
     from .lazy import open_region
     from .materialise import materialise
+    from .preview import preview
     from .sample import sample
 
 # The public functions share their names with the modules that hold them, and those modules import
 # numpy, pandas, pyarrow, pyproj and rasterio: they are imported on first use, so `tessvrt --help`,
 # `datasets` and `info` start without them.
-_LAZY = ("build", "materialise", "sample")
+_LAZY = ("build", "materialise", "preview", "sample")
 
 
 def __getattr__(name: str) -> object:
@@ -38,7 +39,7 @@ def __getattr__(name: str) -> object:
 
 
 class _Package(types.ModuleType):
-    """Keeps tessvrt.build/materialise/sample the functions: importing the submodule of the same name
+    """Keeps tessvrt.build/materialise/preview/sample the functions: importing the submodule of the same name
     (e.g. `from .materialise import parse_bands` anywhere) would otherwise bind the module there."""
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -199,14 +199,69 @@ def materialise(
 
 
 def _check_materialise_args(vrt: str | None, output: str | None, dataset: str | None, bbox: str | None,
-                            year: int | None) -> None:
+                            year: int | None, command: str = "materialise") -> None:
     """The two forms' missing pieces in one line each, before the library guesses which form was meant."""
     zarr_form = dataset is not None or bbox is not None or year is not None
     if vrt is None:
-        _fail("no VRT and no output given: write `tessvrt materialise london.vrt out.tif` (a VRT from tessvrt build), or "
-              "`tessvrt materialise out.tif --dataset NAME --bbox W,S,E,N --year YEAR` (a Zarr store)")
+        _fail(f"no VRT and no output given: write `tessvrt {command} london.vrt out.tif` (a VRT from tessvrt build), or "
+              f"`tessvrt {command} out.tif --dataset NAME --bbox W,S,E,N --year YEAR` (a Zarr store)")
     if output is None and not zarr_form and vrt is not None and Path(vrt).suffix.lower() == ".vrt":
-        _fail(f"the output .tif is missing: write `tessvrt materialise {vrt} out.tif`")
+        _fail(f"the output .tif is missing: write `tessvrt {command} {vrt} out.tif`")
+
+
+@app.command()
+def preview(
+    vrt: str | None = typer.Argument(None, metavar="VRT", show_default=False,
+                                      help="A VRT written by tessvrt build (omit it with --dataset/--bbox/--year)"),
+    output: str | None = typer.Argument(None, metavar="OUTPUT", show_default=False,
+                                        help="out.tif (one RGB COG per UTM zone: out_utm31n.tif ...)"),
+    dataset: str | None = typer.Option(None, metavar="NAME", help="Without a VRT: the dataset whose Zarr store to read"),
+    bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="Without a VRT: W,S,E,N in degrees"),
+    year: int | None = typer.Option(None, metavar="YEAR", help="Without a VRT: embedding year, e.g. 2024"),
+    source: str | None = typer.Option(None, metavar="LAYOUT", help="Without a VRT: bucket layout, source-coop (default) or gateway"),
+    png: Path | None = typer.Option(None, metavar="FILE", help="Also write a quicklook PNG of the whole region (all zones)"),
+    blocksize: int = typer.Option(512, metavar="PIXELS", help="Internal tile size in pixels"),
+    overwrite: bool = typer.Option(False, help="Replace existing output files"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL (default: the one the VRT was built with)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
+    as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
+    allow_missing: bool = typer.Option(False, help="Leave tile objects that are gone (404/403) as no data instead of failing"),
+) -> None:
+    """Write a false-colour picture: the first three principal components as 8-bit RGB COGs, one per UTM zone.
+
+    One PCA for the whole region (a fixed lattice of pixels, docs/preview.md), so colours agree across zones;
+    0 is no data. preview london.vrt out.tif --png out.png, or from a Zarr store:
+    preview out.tif --dataset v1.1-dclimate --bbox -0.2,51.4,0.1,51.6 --year 2024.
+    """
+    from .materialise import progress_printer
+    from .preview import preview as run
+    from .source.s3 import set_progress
+
+    _handle_signals()
+    _check_materialise_args(vrt, output, dataset, bbox, year, "preview")
+    if quiet:
+        set_progress(None)
+    try:
+        res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, png=png, blocksize=blocksize,
+                  overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer(),
+                  allow_missing=allow_missing)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written (run the same command again to restart)", 130)
+    if as_json:
+        typer.echo(json.dumps({"files": [str(p) for p in res.files], "png": str(res.png) if res.png else None,
+                               "bytes": res.bytes_written, "seconds": round(res.seconds, 2),
+                               "remote_bytes": res.remote_bytes, "sample_bytes": res.sample_bytes,
+                               "sample_pixels": res.sample_pixels, "cell": res.cell,
+                               "explained": [round(float(v), 4) for v in res.pca.explained]}))
+        return
+    for p in [*res.files, *([res.png] if res.png else [])]:
+        typer.echo(f"wrote {p}")
+    if not quiet:
+        typer.echo(f"PCA of {res.sample_pixels:,} sample pixels (components explain "
+                   f"{', '.join(f'{v:.0%}' for v in res.pca.explained)}); {res.remote_bytes / 1e6:,.1f} MB fetched "
+                   f"({res.sample_bytes / 1e6:,.1f} MB for the sample) in {res.seconds:.1f} s", err=True)
 
 
 @app.command(context_settings={"ignore_unknown_options": True})  # points like -0.1,51.5 are not options

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .cog.profiles import CogProfile
 from .cog.write import write_cog
 from .errors import TessvrtError, check_name, check_output_folder, human_bytes
@@ -177,11 +179,17 @@ def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, d
 
 
 def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: CogProfile, overwrite: bool,
-                   progress: Callable[[int, int], None] | None, threads: int) -> tuple[list[Path], Stats, int]:
+                   progress: Callable[[int, int], None] | None, threads: int, *,
+                   prepare: Callable[[list[PixelSource]], list[PixelSource]] | None = None,
+                   extra: tuple[Path, Callable[[Path, list[Path]], None]] | None = None,
+                   read_bands: int | None = None) -> tuple[list[Path], Stats, int]:
     """Every zone's COG or none: output checks, the lock, temporaries, the zone writer, publishing.
 
     Every zone's sources are checked (npy headers) under the lock, before a pixel is written.
-    Returns (files, what was read, float32 bytes).
+    Returns (files, what was read, output bytes uncompressed).
+    prepare: turns the checked sources into those written (preview: fits its PCA, then colours).
+    extra: (target, make(tmp, finished zone files)): one more output made from the zone COGs, published with them.
+    read_bands: bands the written sources read per pixel, when more than they return (write_cog's chunk budget).
     """
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise TessvrtError(f"output {out} must end in .tif")
@@ -189,27 +197,33 @@ def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: Co
     check_output_folder(parent, "output path")
     check_name(out, len(f".{out.stem}_utm00n{out.suffix}.{os.getpid()}.tessvrt-tmp.ov1024.z.tif"), "output path")
     targets = output_paths(out, [j.label for j in jobs])
-    for p in targets:
+    if extra is not None:
+        check_name(extra[0], len(f".{extra[0].name}.{os.getpid()}.tessvrt-tmp.done"), "output path")
+    for p in targets + ([extra[0]] if extra else []):
         if p.is_dir() or (p.exists() and not overwrite):
             raise TessvrtError(f"{p} exists{' and is a folder' if p.is_dir() else ''}; "
                                f"{'choose another output' if p.is_dir() else 'pass --overwrite to replace it'}")
     windows = [j.window for j in jobs]
-    with TargetLock(targets):
+    with TargetLock(targets + ([extra[0]] if extra else [])):
         clean_stale(parent, targets)
+        if extra is not None:
+            clean_stale(extra[0].parent, [extra[0]])
         _check_space(parent, windows, len(band_list), cog.compress)
         sources = [j.spec.open(j.window) for j in jobs]
         ok = False
         try:
             for src in sources:
                 src.check(threads)
-            total = sum(w.width * w.height for w in windows) * len(band_list) * 4
+            written = prepare(sources) if prepare is not None else sources
+            total = sum(w.width * w.height for w in windows) * len(band_list) * np.dtype(cog.dtype).itemsize
             meter = _Meter(total, progress)
             done = [tmp_path(t, ".done.tif") for t in targets]
+            moves = list(zip(done, targets, strict=True))
             trash = tmp_path(out, ".old")
             try:
-                for job, src, target in zip(jobs, sources, targets, strict=True):
+                for job, src, target in zip(jobs, written, targets, strict=True):
                     try:
-                        _write_zone(target, job.window, src, band_list, cog, job.meta, meter, threads)
+                        _write_zone(target, job.window, src, band_list, cog, job.meta, meter, threads, read_bands)
                     except TessvrtError:
                         raise
                     except Exception as exc:  # disk full, folder gone, GDAL write errors: say so in one line
@@ -218,11 +232,14 @@ def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: Co
                         raise TessvrtError(f"writing {target} failed ({str(exc).strip() or type(exc).__name__}); "
                                            "nothing was written: check free space and permissions in "
                                            f"{parent}, then run again") from None
+                if extra is not None:
+                    moves.append((tmp_path(extra[0], ".done"), extra[0]))
+                    extra[1](moves[-1][0], done)
                 # all zones or none, and old outputs (--overwrite) stay until every new one is complete
                 trash.mkdir()
-                publish(list(zip(done, targets, strict=True)), trash)
+                publish(moves, trash)
             finally:
-                for p in done:
+                for p, _ in moves:
                     p.unlink(missing_ok=True)
                 shutil.rmtree(trash, ignore_errors=True)
             ok = True
@@ -233,9 +250,10 @@ def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: Co
 
 
 def _write_zone(target: Path, win: Window, pixels: PixelSource, bands: list[int], cog: CogProfile,
-                meta: dict[str, str], meter: _Meter, threads: int) -> None:
+                meta: dict[str, str], meter: _Meter, threads: int, read_bands: int | None = None) -> None:
     """One zone's COG, left complete at its .done.tif temporary for _write_outputs to publish."""
-    write_cog(tmp_path(target), tmp_path(target, ".done.tif"), win, pixels, bands, cog, meta, meter.add, threads)
+    write_cog(tmp_path(target), tmp_path(target, ".done.tif"), win, pixels, bands, cog, meta, meter.add, threads,
+              read_bands)
 
 
 def _is_write_error(exc: Exception) -> bool:

@@ -126,6 +126,8 @@ def _check(cmd: list[str], p: subprocess.CompletedProcess, env: dict, port: int,
             assert want in out, want
     elif cmd[:2] == ["tessvrt", "info"]:
         assert "tiles (9)" in out and "EPSG:32631" in out
+    elif cmd[:2] == ["tessvrt", "preview"]:
+        assert out.split() == ["wrote", cmd[3], "wrote", cmd[5]], out  # the COG, then the PNG
 
 
 def test_use_section_runs_offline(user, gdal_bin):

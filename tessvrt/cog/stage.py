@@ -36,7 +36,8 @@ def _take(a: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
 class Overviews:
     """One uncompressed striped GeoTIFF per overview factor, filled window by window."""
 
-    def __init__(self, base: Path, win: Window, nbands: int, rows: int, factors: list[int]):
+    def __init__(self, base: Path, win: Window, nbands: int, rows: int, factors: list[int], dtype: str = "float32",
+                 nodata: float = float("nan")):
         import rasterio
 
         self.paths = [base.with_name(f"{base.name}.ov{f}.tif") for f in factors]
@@ -45,9 +46,9 @@ class Overviews:
         for path, f in zip(self.paths, factors, strict=True):
             w, h = -(-win.width // f), -(-win.height // f)
             self.picks.append((picks(h, f, win.height), picks(w, f, win.width)))
-            self.files.append(rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=nbands, dtype="float32",
+            self.files.append(rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=nbands, dtype=dtype,
                                             crs=f"EPSG:{win.epsg}", transform=t @ t.scale(win.width / w, win.height / h),
-                                            nodata=float("nan"), **stage_options(max(1, rows // f))))
+                                            nodata=nodata, **stage_options(max(1, rows // f))))
 
     def write(self, block: np.ndarray, y0: int, x0: int) -> None:
         """Take the overview pixels that fall in the zone window [y0, y0+h) x [x0, x0+w)."""

@@ -32,10 +32,13 @@ def chunk_width(width: int, bands: int, blocksize: int, budget: int | None = Non
 
 
 def write_cog(tmp: Path, dest: Path, win: Window, pixels: PixelSource, bands: list[int], cog: CogProfile,
-              meta: dict[str, str], progress: Callable[[int], None] | None = None, threads: int = 8) -> None:
+              meta: dict[str, str], progress: Callable[[int], None] | None = None, threads: int = 8,
+              read_bands: int | None = None) -> None:
     """The window's COG at dest, built in temporaries named tmp.* that are all removed (dest excepted).
 
-    dest appears by one rename when the file is complete. progress gets float32 bytes as chunks are done.
+    dest appears by one rename when the file is complete. progress gets output bytes as chunks are done.
+    read_bands: bands the source reads per pixel when more than it returns (preview reads 128 and
+    returns 3 colours): the chunk's memory budget counts those.
     """
     import rasterio
     from rasterio.shutil import copy as rio_copy
@@ -43,23 +46,23 @@ def write_cog(tmp: Path, dest: Path, win: Window, pixels: PixelSource, bands: li
 
     main, final = tmp.with_name(tmp.name + ".main.tif"), tmp.with_name(tmp.name + ".tif")
     bs = cog.blocksize
-    cw = chunk_width(win.width, len(bands), bs)
+    cw = chunk_width(win.width, max(len(bands), read_bands or 0), bs)
     chunks = [(y0, x0) for y0 in range(0, win.height, bs) for x0 in range(0, win.width, cw)]
     factors = cog.factors(win.width, win.height)
     tiled = cog.options()
-    profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": len(bands), "dtype": "float32",
-               "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": float("nan"), **tiled}
+    profile = {"driver": "GTiff", "width": win.width, "height": win.height, "count": len(bands), "dtype": cog.dtype,
+               "crs": f"EPSG:{win.epsg}", "transform": win.transform, "nodata": cog.nodata, **tiled}
     ovs = None
     level_files: list[Path] = []
     try:
         with rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS="ALL_CPUS"):
-            ovs = Overviews(tmp, win, len(bands), bs, factors)
+            ovs = Overviews(tmp, win, len(bands), bs, factors, cog.dtype, cog.nodata)
             # s3.Pool, not concurrent.futures: an interrupt or error leaves without waiting for stalled reads
             with (rasterio.open(main, "w", **profile) as dst,
                   Pool(threads, "tessvrt-fetch") as pool,
                   Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu):
                 for i, b in enumerate(bands):
-                    dst.set_band_description(i + 1, f"embedding_{b - 1:03d}")
+                    dst.set_band_description(i + 1, cog.description(b))
                 dst.update_tags(**meta)
                 nxt = pixels.fetch(pool, *chunks[0], bs, cw, None) if chunks else None
                 for i, (y0, x0) in enumerate(chunks):

@@ -45,6 +45,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # An argument's help row is its metavar alone (typer appends <path>, <list[str]>: Python types, not what to type)
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
 
+REGION_HELP = "Polygons (GeoJSON, GeoPackage, Shapefile; any CRS): tiles whose cells they cover in part"
+COUNTRY_HELP = "Country name or ISO code (Natural Earth admin-0, downloaded once and cached), e.g. France or FRA"
 BANDS_HELP = ("1-based, as GDAL numbers bands: band 1 is embedding_000, upstream's (0-based) band 0")
 
 
@@ -68,16 +70,20 @@ def build(
     vsi: str = typer.Option("s3", metavar="s3|curl", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
     crs: str | None = typer.Option(None, metavar="EPSG:CODE", help="UTM EPSG code of the main VRT when zones differ"),
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
+    region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
 ) -> None:
-    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
+    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox, --tile, --region or --country."""
     from .build import build as run
     from .doctor import config_hint
+    from .region import Region
     from .source.s3 import public_url
 
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
     try:
+        area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
-                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite)
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite, region=area)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -129,6 +135,10 @@ def materialise(
     output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote and output bytes and the time "
                                  "it would take; read no tile, write nothing"),
+    region: Path | None = typer.Option(None, metavar="FILE", help="Without a VRT: " + REGION_HELP + "; with --clip: "
+                                       "what to keep"),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    clip: bool = typer.Option(False, "--clip", help="NaN wherever a pixel's centre is outside --bbox/--region/--country"),
 ) -> None:
     """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly.
 
@@ -151,7 +161,7 @@ def materialise(
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
                   progress=None if quiet else progress_printer(), allow_missing=allow_missing, workers=workers,
                   dask=dask, piece_size=piece_size, output_endpoint=output_endpoint,
-                  dry_run=dry_run)
+                  dry_run=dry_run, region=region, country=country, clip=clip)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -217,15 +227,21 @@ def sample(
     endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
     manifest: str | None = typer.Option(None, metavar="PATH|URL", help="npy: manifest path or URL instead of the dataset's own"),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of CSV"),
+    region: Path | None = typer.Option(None, metavar="FILE", help="Keep only the points inside these polygons"),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help="Keep only the points inside this country"),
 ) -> None:
     """The dequantised values at points, with a status: valid, water, nodata (not computed yet), invalid, outside."""
     from .materialise import parse_bands
-    from .sample import read_points, to_csv, to_rows
+    from .sample import points_inside, read_points, to_csv, to_rows
     from .sample import sample_with_hint as run
 
     _handle_signals()
     try:
         pts = list(points or []) + (read_points(points_file) if points_file else [])
+        if region is not None or country is not None:
+            pts, dropped = points_inside(pts, region=region, country=country)
+            if dropped:
+                typer.echo(f"tessvrt: {dropped:,} point(s) outside the region left out", err=True)
         band_list = parse_bands(bands)
         res, hint = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint,
                         manifest=manifest)

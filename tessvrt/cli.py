@@ -255,6 +255,50 @@ def sample(
     typer.echo(json.dumps(rows) if as_json else to_csv(rows), nl=as_json)
 
 
+@app.command()
+def coverage(
+    bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="W,S,E,N in degrees (default: everywhere)"),
+    region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    dataset: str | None = typer.Option(None, metavar="NAME", help="One dataset (default: every one tessvrt datasets lists)"),
+    year: int | None = typer.Option(None, metavar="YEAR", help="One year (default: every year)"),
+    source: str | None = typer.Option(None, metavar="LAYOUT", help="Bucket layout: source-coop (default), gateway or legacy"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server"),
+    manifest: str | None = typer.Option(None, metavar="PATH|URL", help="With --dataset: manifest path or URL instead of its own"),
+    png: Path | None = typer.Option(None, metavar="FILE.png", help="Also draw a map of the tiles over the region"),
+    overwrite: bool = typer.Option(False, help="Replace an existing --png file"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Which tiles exist per dataset and year over a region: counts and remote bytes (from the npy manifests)."""
+    from .coverage import coverage as run
+
+    _handle_signals()
+    try:
+        res = run(bbox=bbox, region=region, country=country, dataset=dataset, year=year, source=source,
+                  endpoint=endpoint, manifest=manifest, png=png, overwrite=overwrite)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was written", 130)
+    if as_json:
+        typer.echo(json.dumps(res.as_json(), indent=1))
+        return
+    typer.echo(f"coverage of {res.region}")
+    for d in res.datasets:
+        if d.format == "zarr":
+            zones = ", ".join(f"{z} ({', '.join(map(str, ys))})" for z, ys in d.zones.items()) or "none"
+            typer.echo(f"{d.dataset:<15} zarr  zone groups: {zones}")
+            typer.echo(f"{'':<15}       {d.note}")
+            continue
+        if not d.years:
+            typer.echo(f"{d.dataset:<15} -     {d.note}")
+        for y in d.years:
+            of = f" of {y.requested:,} cells" if y.requested is not None else ""
+            typer.echo(f"{d.dataset:<15} {y.year}  {y.tiles:>7,} tiles{of}  {y.remote_bytes / 1e9:10,.2f} GB")
+    if res.png:
+        typer.echo(f"wrote {res.png}")
+
+
 @app.command("gdal-config")
 def gdal_config(
     config_file: Path | None = typer.Option(None, metavar="FILE", help="File to write (default ~/.gdal/gdalrc)"),

@@ -132,8 +132,8 @@ class _Writer:
     at 10,000 tiles: the GIL-bound XML making and ~100 KB of file per tile do not overlap well.
     """
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, clip: Region | None = None):
+        self.folder, self.clip = folder, clip  # clip: pixels whose centres are outside it are masked too (--clip)
         (folder / "tiles").mkdir(parents=True)
         self._dirs = {"tiles"}  # warped/ only when a cross-zone tile is written
         self._const = "one.tif"
@@ -149,7 +149,8 @@ class _Writer:
     def mask(self, own, depth: int) -> str:
         cw, ch = self._const_size
         self._const_size = (max(cw, own.window.width), max(ch, own.window.height))
-        return vrt.mask_band(own.window.width, own.window.height, own.carve, "../" * depth + self._const)
+        carve = own.carve if self.clip is None else np.concatenate([np.reshape(own.carve, (-1, 4)), self.clip.carve(own.window)])
+        return vrt.mask_band(own.window.width, own.window.height, carve, "../" * depth + self._const)
 
     def close(self) -> None:
         _write_const(self.folder / self._const, *self._const_size)
@@ -212,12 +213,14 @@ def build(
     crs: str | None = None,
     overwrite: bool = False,
     region: Region | None = None,
+    clip: bool = False,
 ) -> BuildResult:
     """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder.
 
     dataset: an npy dataset name (`tessvrt datasets`); source: the bucket layout (datasets.MIRRORS),
     default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint. region (Region.from_options:
-    a polygon file or a country) replaces bbox/tiles: tiles whose cells its polygon covers in part.
+    a polygon file or a country) replaces bbox/tiles: tiles whose cells its polygon covers in part. clip: the
+    VRT's masks also clear pixels whose centres are outside the box or polygon (and materialise keeps that).
     """
     out = Path(output)
     if out.suffix.lower() != ".vrt":
@@ -259,7 +262,7 @@ def build(
         tmp = tmp_path(out)
         tmp.mkdir()
         plan = _Plan(sel, src, mirror, ep, vsi, box, by_zone, main_epsg, multi, sources, missing, wanted - len(sources),
-                     scale_bands, choice.note)
+                     scale_bands, choice.note, reg if clip else None)
         try:
             return _write_build(tmp, out, sidecar, plan, previous)
         except OSError as exc:
@@ -287,6 +290,7 @@ class _Plan:
     n_missing: int
     scale_bands: int
     note: str | None
+    clip: Region | None = None
 
 
 def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dict | None) -> BuildResult:
@@ -294,7 +298,7 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
     sel, src, box, by_zone, sources, scale_bands = plan.sel, plan.src, plan.box, plan.by_zone, plan.sources, plan.scale_bands
     main_epsg, missing, n_missing = plan.main_epsg, plan.missing, plan.n_missing
     stem, parent = out.name[:-4], out.parent
-    w = _Writer(tmp / sidecar.name)
+    w = _Writer(tmp / sidecar.name, plan.clip)
     folder = w.folder
     zone_windows: dict[int, Window] = {}
     # native tiles: raw VRT with an ownership mask on their own zone grid
@@ -336,6 +340,10 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
     w.close()
     record = _record(sel, src.public, plan.mirror, plan.ep, plan.vsi, main_epsg, main_window, zone_windows, zone_vrts, sources,
                      missing, n_missing, scale_bands)
+    if plan.clip is not None:  # materialise and open_region clip this VRT's pixels the same way
+        import shapely
+
+        record["clip"] = {"label": plan.clip.label, "wkb": shapely.to_wkb(plan.clip.clip_shape, output_dimension=2, hex=True)}
     (folder / RECORD).write_text(json.dumps(record))
     for name, text in written.items():
         (tmp / name).write_text(text)

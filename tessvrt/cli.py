@@ -72,6 +72,7 @@ def build(
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
     region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    clip: bool = typer.Option(False, "--clip", help="Mask pixels whose centres are outside --bbox/--region/--country"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox, --tile, --region or --country."""
     from .build import build as run
@@ -83,7 +84,7 @@ def build(
     try:
         area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
-                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite, region=area)
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite, region=area, clip=clip)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

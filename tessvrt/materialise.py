@@ -184,7 +184,12 @@ def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, d
                            "keeps; add --clip, or build the VRT with --region/--country")
     rec = read_record(vrt_path)  # type: ignore[arg-type]
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
-    return str(output), narrow(npy_jobs(rec, ep, allow_missing), area, clip), [t["name"] for t in rec["tiles"]]
+    jobs = npy_jobs(rec, ep, allow_missing)
+    if isinstance(rec.get("clip"), dict):  # built with --clip: its outputs keep the VRT's clip
+        import shapely
+
+        jobs = narrow(jobs, Region.polygon(shapely.from_wkb(rec["clip"]["wkb"]), str(rec["clip"].get("label"))), True)
+    return str(output), narrow(jobs, area, clip), [t["name"] for t in rec["tiles"]]
 
 
 def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: CogProfile, overwrite: bool,

@@ -269,6 +269,27 @@ class Region:
         lon, lat = _to_lonlat(win.epsg).transform(gx.ravel(), gy.ravel())
         return shapely.intersects_xy(shape, lon, lat).reshape(win.height, win.width)
 
+    def carve(self, win: Window) -> np.ndarray:
+        """(n, 4) rectangles x, y, w, h (window pixel coordinates) covering exactly the pixels whose centres are
+        outside: a VRT mask clears them. Runs of a row, merged with the same run in the rows below."""
+        keep = self.inside(win)
+        if keep.all():
+            return np.empty((0, 4), np.int64)
+        rects: list[tuple[int, int, int, int]] = []
+        open_: dict[tuple[int, int], int] = {}  # run (x0, x1) -> first row
+        for r in range(win.height + 1):
+            runs = set()
+            if r < win.height:
+                row = np.concatenate([[True], keep[r], [True]])
+                edges = np.flatnonzero(np.diff(row.astype(np.int8)))
+                runs = {(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)}
+            for run in [k for k in open_ if k not in runs]:
+                y0 = open_.pop(run)
+                rects.append((run[0], y0, run[1] - run[0], r - y0))
+            for run in runs:
+                open_.setdefault(run, r)
+        return np.array(rects, np.int64).reshape(-1, 4)
+
     def fingerprint(self) -> str:
         """A short hash of the clip shape: tags and a collection's fingerprint change with it."""
         import hashlib

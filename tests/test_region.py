@@ -19,7 +19,7 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
-from conftest import assert_same, manifest_path, run_cli
+from conftest import assert_same, gdal_read, interpreters, manifest_path, run_cli
 from pyproj import Transformer
 
 from tessvrt.errors import TessvrtError
@@ -162,6 +162,25 @@ def test_clip_npy_materialise_nans_outside(s3, tmp_path):
     with rasterio.open(vrts[0]) as a, rasterio.open(clipped) as b:
         assert a.transform == b.transform
         assert_same(a.read(), b.read(), "collection vs single COG, clipped")
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_build_clip_masks_the_vrt_and_materialise_keeps_it(s3, gdalrc, tmp_path, python):
+    f = write_region(tmp_path / "ring.geojson", [RING])
+    vrt, plain = tmp_path / "c.vrt", tmp_path / "p.vrt"
+    build(s3, vrt, "--region", str(f), "--clip")
+    build(s3, plain, "--region", str(f))
+    full, clipped = tmp_path / "full.tif", tmp_path / "clip.tif"
+    run_cli("materialise", str(plain), str(full), "--bands", "1,128", "--quiet")
+    run_cli("materialise", str(vrt), str(clipped), "--bands", "1,128", "--quiet")  # the record's clip, no option
+    check_clipped(clipped, full, RING)
+    with rasterio.open(clipped) as d:
+        ref, (w, h) = d.read(), (d.width, d.height)
+    # GDAL reads the VRT (masks in the sidecar) with the same NaNs: whole raster and windows across the hole's edge
+    wins = [[0, 0, w, h], [w // 3, h // 3, w // 3, h // 3], [w - 40, h - 60, 40, 60]]
+    _, got = gdal_read(python, vrt, gdalrc, wins, [1, 128], tmp_path)
+    for (x, y, ww, hh), g in zip(wins, got, strict=True):
+        assert_same(g, ref[:, y:y + hh, x:x + ww], f"GDAL window {x},{y},{ww},{hh} of the clipped VRT")
 
 
 def test_materialise_region_needs_clip_with_a_vrt(s3, tmp_path):

@@ -109,7 +109,9 @@ def clip_jobs(jobs: list[ZoneJob], region: Any) -> list[ZoneJob]:
 
 def unwrap(spec: Any) -> Any:
     """The spec under any clipping (what decides chunking and tile counts)."""
-    return spec.inner if isinstance(spec, ClippedSpec) else spec
+    while isinstance(spec, ClippedSpec):
+        spec = spec.inner
+    return spec
 
 
 def narrow(jobs: list[ZoneJob], area: Any, clip: bool) -> list[ZoneJob]:

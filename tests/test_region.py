@@ -183,6 +183,27 @@ def test_build_clip_masks_the_vrt_and_materialise_keeps_it(s3, gdalrc, tmp_path,
         assert_same(g, ref[:, y:y + hh, x:x + ww], f"GDAL window {x},{y},{ww},{hh} of the clipped VRT")
 
 
+def test_build_clip_across_zones_masks_warped_tiles(s3, gdalrc, tmp_path):
+    # tiles of zones 31 and 32 at 88 N in one main VRT on zone 31: zone 32's tiles are warped, their masks clipped too
+    import sys
+
+    poly = shapely.Polygon([(5.82, 88.01), (6.18, 88.01), (6.18, 88.19), (6.03, 88.08), (5.97, 88.19), (5.82, 88.19)])
+    f = write_region(tmp_path / "z.geojson", [poly])
+    vrt, plain = tmp_path / "c.vrt", tmp_path / "p.vrt"
+    build(s3, vrt, "--region", str(f), "--clip", "--crs", "EPSG:32631")
+    build(s3, plain, "--region", str(f), "--crs", "EPSG:32631")
+    with rasterio.open(tmp_path / "c.vrt") as d:
+        w, h, t = d.width, d.height, d.transform
+    wins = [[0, 0, w, h]]
+    _, (got,) = gdal_read(sys.executable, vrt, gdalrc, wins, [1, 64], tmp_path)
+    _, (ref,) = gdal_read(sys.executable, plain, gdalrc, wins, [1, 64], tmp_path)
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(t.c + t.a * cols, t.f + t.e * rows)
+    keep = shapely.intersects_xy(poly, lon, lat)
+    assert_same(got, np.where(keep[None], ref, np.float32(np.nan)), "cross-zone clipped VRT vs shapely")
+    assert (~keep & ~np.isnan(ref[0]) & (lon > 6.0)).sum() > 100  # warped zone 32 pixels were clipped
+
+
 def test_materialise_region_needs_clip_with_a_vrt(s3, tmp_path):
     f = write_region(tmp_path / "u.geojson", [U])
     vrt = tmp_path / "u.vrt"

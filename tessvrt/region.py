@@ -255,10 +255,11 @@ class Region:
 
         shape = self.clip_shape
         xs, ys = win.pixel_centres()
-        k = np.linspace(0.0, 1.0, 17)
+        n = max(17, max(win.width, win.height) // 32 + 1)  # outline points per side: <= 320 m apart, far below
+        k = np.linspace(0.0, 1.0, n)  # the 5 m from an edge to the nearest pixel centre even where meridians converge
         x0, x1, y0, y1 = xs[0] - 5, xs[-1] + 5, ys[-1] - 5, ys[0] + 5
-        ex = np.concatenate([x0 + (x1 - x0) * k, np.full(17, x1), x1 - (x1 - x0) * k, np.full(17, x0)])
-        ey = np.concatenate([np.full(17, y0), y0 + (y1 - y0) * k, np.full(17, y1), y1 - (y1 - y0) * k])
+        ex = np.concatenate([x0 + (x1 - x0) * k, np.full(n, x1), x1 - (x1 - x0) * k, np.full(n, x0)])
+        ey = np.concatenate([np.full(n, y0), y0 + (y1 - y0) * k, np.full(n, y1), y1 - (y1 - y0) * k])
         lon, lat = _to_lonlat(win.epsg).transform(ex, ey)
         outline = shapely.Polygon(np.column_stack([lon, lat])).buffer(1e-6)  # ~10 cm: covers the curved edges
         if shapely.contains_properly(shape, outline):

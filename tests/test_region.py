@@ -153,10 +153,10 @@ def test_clip_npy_materialise_nans_outside(s3, tmp_path):
         assert outside > 1000 and d.width * d.height - outside > 10_000
     with rasterio.open(clipped) as d:
         assert "--region" in d.tags()["TESSVRT_CLIP"]
-    # a collection (pieces written by the same wrapper) holds the same pixels
+    # a collection written by a real Dask LocalCluster (the clip travels to the worker as WKB) holds the same pixels
     col = tmp_path / "col"
     run_cli("materialise", str(vrt), str(col), "--bands", "1,64,128", "--quiet", "--region", str(f), "--clip",
-            "--piece-size", "256", "--blocksize", "256")
+            "--piece-size", "256", "--blocksize", "256", "--workers", "1")
     vrts = sorted(col.glob("*.vrt"))
     assert vrts
     with rasterio.open(vrts[0]) as a, rasterio.open(clipped) as b:
@@ -437,3 +437,30 @@ def test_sample_points_keeps_only_points_inside(s3, tmp_path):
     inside = [q for q in pts if U.intersects(shapely.Point(q))]
     assert [(r["lon"], r["lat"]) for r in rows] == inside and len(inside) == 3
     assert "2 point(s) outside the region left out" in p.stderr
+
+
+def test_inside_equals_a_per_pixel_test_on_random_windows():
+    # the outline shortcuts (whole window in or out) must agree with testing every pixel centre, near the pole
+    # (meridians converge: UTM edges are curves in lon/lat) and at mid latitude, small and large windows
+    from tessvrt.grid import Window, _to_utm
+
+    rng = np.random.default_rng(20)
+    london = shapely.Polygon([(-0.43, 51.31), (0.29, 51.33), (0.05, 51.52), (0.31, 51.69), (-0.5, 51.68)])
+    cases = [(Region.polygon(RING, "ring"), 4.15, 88.15, 32631), (Region.polygon(U, "u"), 4.15, 88.15, 32631),
+             (Region.polygon(london, "l"), 0.0, 51.5, 32631)]
+    decided = 0
+    for reg, lon, lat, epsg in cases:
+        cx, cy = _to_utm(epsg).transform(lon, lat)
+        for _ in range(15):
+            w, h = (int(v) for v in rng.integers(1, 1200, 2))
+            col0 = int(cx // 10 + rng.integers(-2500, 2500) - w // 2)
+            row0 = int(cy // 10 + rng.integers(-2500, 2500) + h // 2)
+            win = Window(epsg, col0, row0, w, h)
+            xs, ys = win.pixel_centres()
+            gx, gy = np.meshgrid(xs, ys)
+            lo, la = Transformer.from_crs(epsg, 4326, always_xy=True).transform(gx, gy)
+            want = shapely.intersects_xy(reg.clip_shape, lo, la)
+            got = reg.inside(win)
+            assert (got == want).all(), (reg.label, win)
+            decided += bool(want.all() or not want.any())
+    assert decided > 5  # the shortcuts were taken, not only the per-pixel path

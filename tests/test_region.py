@@ -464,3 +464,21 @@ def test_inside_equals_a_per_pixel_test_on_random_windows():
             assert (got == want).all(), (reg.label, win)
             decided += bool(want.all() or not want.any())
     assert decided > 5  # the shortcuts were taken, not only the per-pixel path
+
+
+def test_country_in_materialise_and_dry_run(s3, store, tmp_path, monkeypatch, countries):
+    url, sha, _ = countries
+    country_env(monkeypatch, tmp_path, url, sha)
+    f = write_region(tmp_path / "z.geojson", [ZPOLY])
+    common = ["--dataset", "v1.1-dclimate", "--year", "2024", "--endpoint", s3.url, "--bands", "3", "--json", "--quiet",
+              "--clip"]
+    by_country = json.loads(run_cli("materialise", str(tmp_path / "c.tif"), "--country", "ZRL", *common).stdout)["files"]
+    by_file = json.loads(run_cli("materialise", str(tmp_path / "f.tif"), "--region", str(f), *common).stdout)["files"]
+    assert len(by_country) == 4
+    for a, b in zip(by_country, by_file, strict=True):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            assert x.transform == y.transform
+            assert_same(x.read(), y.read(), f"{Path(a).name}: --country vs --region of the same polygon")
+            assert "--country Zeroland" in x.tags()["TESSVRT_CLIP"]
+    est = json.loads(run_cli("materialise", str(tmp_path / "d.tif"), "--country", "Zeroland", *common, "--dry-run").stdout)
+    assert est["dry_run"] and est["zones"] == 4 and not (tmp_path / "d.tif").exists()

@@ -482,3 +482,26 @@ def test_country_in_materialise_and_dry_run(s3, store, tmp_path, monkeypatch, co
             assert "--country Zeroland" in x.tags()["TESSVRT_CLIP"]
     est = json.loads(run_cli("materialise", str(tmp_path / "d.tif"), "--country", "Zeroland", *common, "--dry-run").stdout)
     assert est["dry_run"] and est["zones"] == 4 and not (tmp_path / "d.tif").exists()
+
+
+def test_build_clip_read_by_gdal36_cli(s3, gdalrc, tmp_path, gdal_bin):
+    """Debian's gdal_translate (GDAL 3.6, Byte + LUT raw bands) reads the clipped VRT's NaNs and values."""
+    import subprocess
+
+    from tessvrt.testing import env_with_gdalrc
+
+    f = write_region(tmp_path / "ring.geojson", [RING])
+    vrt = tmp_path / "c.vrt"
+    build(s3, vrt, "--region", str(f), "--clip")
+    clipped = tmp_path / "clip.tif"
+    run_cli("materialise", str(vrt), str(clipped), "--bands", "1,128", "--quiet")
+    with rasterio.open(clipped) as d:
+        ref, (w, h) = d.read(), (d.width, d.height)
+    for x, y, ww, hh in ([w // 3, h // 3, w // 3, h // 3], [0, 0, 60, 80]):
+        out = tmp_path / "patch.tif"
+        subprocess.run(["gdal_translate", "-q", "-srcwin", str(x), str(y), str(ww), str(hh), "-b", "1", "-b", "128",
+                        str(vrt), str(out)], env=env_with_gdalrc(gdalrc), check=True)
+        with rasterio.open(out) as d:
+            got = d.read()
+        assert np.isnan(got).any() and not np.isnan(got).all()
+        assert_same(got, ref[:, y:y + hh, x:x + ww], f"gdal_translate -srcwin {x} {y} {ww} {hh}")

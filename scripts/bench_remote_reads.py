@@ -14,7 +14,9 @@ Rows printed:
   render, against the baseline of reading every row of the 9 tiles (one request per row).
 
 The ratio against the baseline is measured in the same process: the same client actions are run
-with the gdal-config of an earlier tessvrt (no read-ahead options, no overviews) first.
+with the gdal-config of an earlier tessvrt (no read-ahead options, no overviews) first. The VRT is
+also built with `overview=True` (build --overview): its cost (tile requests, bytes, seconds) is
+printed against the plain build, and the *after* client actions are repeated on it.
 
 usage: python scripts/bench_remote_reads.py [--lat 88.15] [--canvas 800x600] [--no-qgis]
 """
@@ -97,10 +99,22 @@ def main() -> None:
               f"({time.perf_counter() - t0:.0f} s to generate)")
         every_row = sum(g.height for g in grids)
         with FileServer(root.parent) as files, FaultProxy(files.url) as proxy:
-            out = tmp / "out"
+            out, ovr = tmp / "out", tmp / "ovr"
             out.mkdir()
-            build(out / "block.vrt", year=2024, tiles=tiles, endpoint=proxy.url,
-                  manifest=f"s3://{root.name}/tessera/tessera/npy/v1/manifest.parquet")
+            ovr.mkdir()
+            manifest = f"s3://{root.name}/tessera/tessera/npy/v1/manifest.parquet"
+            cost = {}
+            for label, folder, overview in (("build", out, False), ("build --overview", ovr, True)):
+                proxy.log.clear()
+                t1 = time.perf_counter()
+                build(folder / "block.vrt", year=2024, tiles=tiles, endpoint=proxy.url, manifest=manifest,
+                      overview=overview)
+                cost[label] = (*proxy.reads(), time.perf_counter() - t1)
+            (n0, b0, s0), (n1, b1, s1) = cost["build"], cost["build --overview"]
+            objects = sum(p.stat().st_size for p in root.rglob("*.npy"))
+            print(f"build: {n0} tile requests, {b0 / 1e6:.1f} MB, {s0:.1f} s; build --overview: {n1:,} tile requests, "
+                  f"{b1 / 1e6:.1f} MB ({100 * b1 / objects:.1f}% of the objects), {s1:.1f} s (x{s1 / s0:.1f} the build); "
+                  f"overview files {sum(p.stat().st_size for p in ovr.rglob('overview_*.tif')) / 1e6:.1f} MB")
             rec = json.loads((out / "block.tessvrt" / "tessvrt.json").read_text())
             mw = rec["main"]["window"]
             main = Window(rec["main"]["epsg"], mw["col0"], mw["row0"], mw["width"], mw["height"])
@@ -113,6 +127,9 @@ def main() -> None:
                 c = Counter(proxy, env_with_gdalrc(rc))
                 vrt = tmp / f"{label}" / "block.vrt"
                 rows += measure(c, label, out, vrt, main, grids, rec["scale_bands"], canvas, not args.no_qgis)
+                if label == "after":  # the same client actions on the build with overviews
+                    rows += measure(c, "after, build --overview", ovr, tmp / "ovr_after" / "block.vrt", main, grids,
+                                    rec["scale_bands"], canvas, not args.no_qgis)
                 if args.png and not args.no_qgis and label == "after":
                     shutil.copyfile(vrt.parent / "q.png", args.png)
         print()
@@ -127,6 +144,10 @@ def main() -> None:
             if (what, "before") in by and (what, "after") in by:
                 b, a = by[what, "before"]["req"], by[what, "after"]["req"]
                 print(f"{what}: requests after/before = {a / b if b else float('nan'):.3f}")
+            if (what, "after") in by and (what, "after, build --overview") in by:
+                a, o = by[what, "after"]["req"], by[what, "after, build --overview"]["req"]
+                print(f"{what}: requests with overviews / without = {o / a if a else float('nan'):.3f} "
+                      f"({100 * o / every_row:.2f}% of every-row)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -212,10 +212,14 @@ def build(
     vsi: str = "s3",
     crs: str | None = None,
     overwrite: bool = False,
+    overview: bool | list[int] = False,
     region: Region | None = None,
     clip: bool = False,
 ) -> BuildResult:
     """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder.
+
+    overview: also fetch decimated rows into local overview GeoTIFFs of each zone VRT (tessvrt.overview);
+    a list of factors instead of True picks the levels.
 
     dataset: an npy dataset name (`tessvrt datasets`); source: the bucket layout (datasets.MIRRORS),
     default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint. region (Region.from_options:
@@ -262,7 +266,7 @@ def build(
         tmp = tmp_path(out)
         tmp.mkdir()
         plan = _Plan(sel, src, mirror, ep, vsi, box, by_zone, main_epsg, multi, sources, missing, wanted - len(sources),
-                     scale_bands, choice.note, reg if clip else None)
+                     scale_bands, choice.note, overview, reg if clip else None)
         try:
             return _write_build(tmp, out, sidecar, plan, previous)
         except OSError as exc:
@@ -290,6 +294,7 @@ class _Plan:
     n_missing: int
     scale_bands: int
     note: str | None
+    overview: bool | list[int] = False
     clip: Region | None = None
 
 
@@ -344,6 +349,12 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
         import shapely
 
         record["clip"] = {"label": plan.clip.label, "wkb": shapely.to_wkb(plan.clip.clip_shape, output_dimension=2, hex=True)}
+    if plan.overview:  # local overview GeoTIFFs of each zone VRT, listed in the record (tessvrt.overview)
+        from .overview import write_overviews
+
+        for name, files in write_overviews(folder, record, plan.ep, plan.overview).items():
+            name = name or out.name  # "": the cross-zone main VRT
+            written[name] = vrt.add_overviews(written[name], [f"{sidecar.name}/{f}" for f in files])
     (folder / RECORD).write_text(json.dumps(record))
     for name, text in written.items():
         (tmp / name).write_text(text)

@@ -70,6 +70,8 @@ def build(
     vsi: str = typer.Option("s3", metavar="s3|curl", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
     crs: str | None = typer.Option(None, metavar="EPSG:CODE", help="UTM EPSG code of the main VRT when zones differ"),
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
+    overview: bool = typer.Option(False, "--overview", help="Also write local overviews (1/4, 1/16, ...) that GDAL and "
+                                  "QGIS use when zoomed out; fetches 1/4 of the tile rows (docs/layout.md)"),
     region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
     clip: bool = typer.Option(False, "--clip", help="Mask pixels whose centres are outside --bbox/--region/--country"),
@@ -84,7 +86,8 @@ def build(
     try:
         area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
-                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite, region=area, clip=clip)
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite,
+                  overview=overview, region=area, clip=clip)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -387,6 +390,9 @@ def info(
     for z in d["zones"]:
         typer.echo(f"zone {z['crs']}: {z['vrt']} {z['width']} x {z['height']}")
     typer.echo(f"remote bytes: {d['remote_bytes']:,} ({d['remote_bytes'] / 1e6:.1f} MB)")
+    typer.echo("overviews: " + (", ".join(f"1/{o['factor']} {o['width']} x {o['height']} ({o['crs']}{', main' if o['main'] else ''})"
+                                          for o in d["overviews"])
+                                or "none (build --overview writes local ones for zoomed-out views)"))
 
 
 @app.command()

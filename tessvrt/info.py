@@ -33,4 +33,7 @@ def info(vrt_path: str | Path) -> dict:
         "source": source,
         "endpoint": endpoint,  # None: the layout's own (AWS for source-coop)
         "vsi": vsi,
+        "overviews": [{"crs": f"EPSG:{o['epsg']}", "factor": o["factor"], "width": o["width"], "height": o["height"],
+                       "file": o["file"], "main": o.get("vrt") == "main"}  # main: the cross-zone (warped) VRT's
+                      for o in rec.get("overviews", [])],  # local files made by build --overview
     }

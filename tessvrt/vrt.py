@@ -214,6 +214,17 @@ def dequant_vrt(window: Window, mosaic: str, scale_bands: int, metadata: dict[st
     return "".join(out)
 
 
+def add_overviews(text: str, files: list[str]) -> str:
+    """A dequant_vrt text whose band i lists band i of each file (relative to the VRT) as an explicit
+    <Overview>, finest first: GDAL (3.6+) and QGIS read those instead of the remote tiles when zoomed out."""
+    parts = text.split("</VRTRasterBand>")
+    assert len(parts) == BANDS + 1, "not a dequant_vrt text"
+    refs = [f'<Overview><SourceFilename relativeToVRT="1">{escape(f)}</SourceFilename><SourceBand>\0</SourceBand></Overview>'
+            for f in files]
+    tpl = "".join(refs)
+    return "".join(p + tpl.replace("\0", str(b + 1)) + "</VRTRasterBand>" for b, p in enumerate(parts[:-1])) + parts[-1]
+
+
 def warped_vrt(target: Window, source: str, src_epsg: int, src_gt: tuple[float, ...], nbands: int) -> str:
     """A tile's raw bands warped (nearest, exact transform) onto another zone's grid."""
     from affine import Affine
@@ -268,4 +279,4 @@ def placed_vrt(target: Window, warped: str, nbands: int, mask: str) -> str:
     return "".join(out)
 
 
-__all__ = ["RawTile", "MosaicSource", "tile_vrt", "mosaic_vrt", "blocks_vrt", "dequant_vrt", "mask_band"]
+__all__ = ["RawTile", "MosaicSource", "tile_vrt", "mosaic_vrt", "blocks_vrt", "dequant_vrt", "add_overviews", "mask_band"]

@@ -505,3 +505,36 @@ def test_build_clip_read_by_gdal36_cli(s3, gdalrc, tmp_path, gdal_bin):
             got = d.read()
         assert np.isnan(got).any() and not np.isnan(got).all()
         assert_same(got, ref[:, y:y + hh, x:x + ww], f"gdal_translate -srcwin {x} {y} {ww} {hh}")
+
+
+def test_build_clip_overviews_are_clipped_too(s3, gdalrc, tmp_path):
+    """build --clip --overview: every overview level (zone levels and the warped main VRT's) holds the clipped
+    full-resolution pixels it picks (GDAL's nearest rule, tessvrt.overview.picks)."""
+    import sys
+
+    from tessvrt.overview import picks
+    from tessvrt.record import read_record
+
+    poly = shapely.Polygon([(5.82, 88.01), (6.18, 88.01), (6.18, 88.19), (6.03, 88.08), (5.97, 88.19), (5.82, 88.19)])
+    f = write_region(tmp_path / "z.geojson", [poly])
+    vrt = tmp_path / "c.vrt"
+    build(s3, vrt, "--region", str(f), "--clip", "--crs", "EPSG:32631", "--overview")
+    rec = read_record(vrt)
+    sidecar = tmp_path / "c.tessvrt"
+    checked = 0
+    for name in [vrt.name] + [z["vrt"] for z in rec["zones"]]:
+        with rasterio.open(tmp_path / name) as d:
+            w, h = d.width, d.height
+        _, (full,) = gdal_read(sys.executable, tmp_path / name, gdalrc, [[0, 0, w, h]], [1, 128], tmp_path)
+        with rasterio.open(tmp_path / name) as d:
+            epsg, bounds = d.crs.to_epsg(), tuple(round(v, 3) for v in d.bounds)
+        for p in sorted(sidecar.rglob("*.tif")):
+            with rasterio.open(p) as o:
+                if o.crs is None or o.crs.to_epsg() != epsg or tuple(round(v, 3) for v in o.bounds) != bounds:
+                    continue  # the constant mask source, or a level of another VRT
+                got = o.read([1, 128])
+            want = full[:, picks(h, got.shape[1])][:, :, picks(w, got.shape[2])]
+            assert_same(got, want, f"overview {p.name} of {name} vs the clipped full resolution")
+            assert np.isnan(got).any()
+            checked += 1
+    assert checked >= 3  # the main (warped) VRT's level and each zone's

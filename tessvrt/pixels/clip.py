@@ -136,3 +136,28 @@ def zarr_region_jobs(dataset: str, area: Any, year: int, source: str | None, end
     b = area.box
     ts, jobs = zarr_jobs(dataset, (b.west, b.south, b.east, b.north), year, source, endpoint)
     return ts, narrow(jobs, area, clip)
+
+
+def record_clip(rec: dict) -> Any:
+    """The Region a build record was clipped to (build --clip), or None."""
+    c = rec.get("clip")
+    if not isinstance(c, dict):
+        return None
+    import shapely
+
+    from ..region import Region
+
+    return Region.polygon(shapely.from_wkb(c["wkb"]), str(c.get("label")))
+
+
+def clip_picks(block: np.ndarray, area: Any, win: Window, rows: np.ndarray, cols: np.ndarray) -> None:
+    """NaN, in place, the (bands, len(rows), len(cols)) block of picked full-resolution pixels (window row and
+    column indices) whose centres are outside the area: an overview of a clipped VRT is clipped too."""
+    if area is None:
+        return
+    from ..grid import PIXEL, _to_lonlat
+
+    gx, gy = np.meshgrid(PIXEL * (win.col0 + np.asarray(cols)) + 5.0, PIXEL * (win.row0 - np.asarray(rows)) + 5.0)
+    lon, lat = _to_lonlat(win.epsg).transform(gx.ravel(), gy.ravel())
+    out = ~area.contains(lon, lat).reshape(gx.shape)
+    block[:, out] = np.nan

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -18,62 +17,11 @@ from .errors import TessvrtError, check_name, check_output_folder
 from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import PIXEL_GRID, RECORD, SIDECAR_SUFFIX
+from .region import BBox, Region, parse_tile  # noqa: F401 - BBox and parse_tile: old callers import them from here
 from .source import datasets, npy
 from .source.datasets import DEFAULT_DATASET, Mirror, npy_dataset
 from .source.manifest import ManifestSource, Selection, read_manifest, select
 from .source.s3 import Endpoint, S3Location, get_range
-
-
-@dataclass(frozen=True)
-class BBox:
-    west: float
-    south: float
-    east: float
-    north: float
-
-    @classmethod
-    def parse(cls, text: str) -> BBox:
-        parts = [p.strip() for p in text.split(",")]
-        try:
-            w, s, e, n = (float(p) for p in parts)
-        except ValueError:
-            raise TessvrtError(f"--bbox {text!r} must be four numbers W,S,E,N (e.g. -0.2,51.4,0.1,51.6)") from None
-        if not all(math.isfinite(v) for v in (w, s, e, n)):
-            raise TessvrtError(f"--bbox {text!r} must hold finite numbers")
-        if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-            swapped = -90 <= w <= 90 and -90 <= e <= 90 and -180 <= s <= 180 and -180 <= n <= 180
-            raise TessvrtError(f"--bbox {text!r} is out of range: longitudes -180..180, latitudes -90..90"
-                               + (f"; if you typed LAT,LON: longitude comes first, --bbox {s:g},{w:g},{n:g},{e:g}"
-                                  if swapped else ""))
-        if w >= e or s >= n:
-            raise TessvrtError(f"--bbox {text!r} is empty or inverted: need W < E and S < N, in that order")
-        return cls(w, s, e, n)
-
-    def cells(self) -> tuple[int, int, int, int]:
-        """Cell index ranges [i0, i1) x [j0, j1) (floor(10 lon), floor(10 lat)) of the cells the box intersects."""
-        i0, i1 = math.floor(self.west * 10 + 1e-9), math.ceil(self.east * 10 - 1e-9)
-        j0, j1 = math.floor(self.south * 10 + 1e-9), math.ceil(self.north * 10 - 1e-9)
-        return i0, max(i1, i0 + 1), j0, max(j1, j0 + 1)
-
-    @property
-    def count(self) -> int:
-        i0, i1, j0, j1 = self.cells()
-        return (i1 - i0) * (j1 - j0)
-
-    def tiles(self) -> list[Tile]:
-        """Every tile whose cell [c-0.05, c+0.05) intersects the box."""
-        i0, i1, j0, j1 = self.cells()
-        return [Tile(i * 10 + 5, j * 10 + 5) for j in range(j0, j1) for i in range(i0, i1)]
-
-
-def parse_tile(text: str) -> Tile:
-    try:
-        lon, lat = (float(p) for p in text.split(","))
-        if not (-180 < lon < 180 and -90 < lat < 90):  # also refuses nan and inf
-            raise ValueError("longitude must be within (-180, 180) and latitude within (-90, 90)")
-        return Tile.at(lon, lat)
-    except ValueError as exc:
-        raise TessvrtError(f"--tile {text!r}: {exc}; write LON,LAT of a tile centre, e.g. -0.05,51.55") from None
 
 
 @dataclass
@@ -184,8 +132,8 @@ class _Writer:
     at 10,000 tiles: the GIL-bound XML making and ~100 KB of file per tile do not overlap well.
     """
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, clip: Region | None = None):
+        self.folder, self.clip = folder, clip  # clip: pixels whose centres are outside it are masked too (--clip)
         (folder / "tiles").mkdir(parents=True)
         self._dirs = {"tiles"}  # warped/ only when a cross-zone tile is written
         self._const = "one.tif"
@@ -201,7 +149,8 @@ class _Writer:
     def mask(self, own, depth: int) -> str:
         cw, ch = self._const_size
         self._const_size = (max(cw, own.window.width), max(ch, own.window.height))
-        return vrt.mask_band(own.window.width, own.window.height, own.carve, "../" * depth + self._const)
+        carve = own.carve if self.clip is None else np.concatenate([np.reshape(own.carve, (-1, 4)), self.clip.carve(own.window)])
+        return vrt.mask_band(own.window.width, own.window.height, carve, "../" * depth + self._const)
 
     def close(self) -> None:
         _write_const(self.folder / self._const, *self._const_size)
@@ -234,20 +183,20 @@ def _write_const(path: Path, width: int, height: int) -> None:
 
 
 def _selection(bbox: str | BBox | None, tiles: list | None, dataset: str, year: int, source: str | None,
-               manifest: str | None, endpoint: str | None, columns: list[str] | None = None) -> tuple:
-    """What build and npy_region_jobs both start from: the box and tiles asked for, the dataset, the bucket
-    layout and endpoint, and the manifest's (fetched, cached) selection for the year."""
-    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
-    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
-    if box is None and not picked:
-        raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
+               manifest: str | None, endpoint: str | None, columns: list[str] | None = None,
+               region: Region | None = None) -> tuple:
+    """What build and npy_region_jobs both start from: the region asked for (a box, tiles, a polygon), the
+    dataset, the bucket layout and endpoint, and the manifest's (fetched, cached) selection for the year."""
+    reg = region if region is not None else Region.from_options(bbox=bbox, tiles=tiles)
+    if reg is None:
+        raise TessvrtError("nothing selected: give --bbox W,S,E,N, --tile LON,LAT, --region FILE or --country NAME")
     choice = npy_dataset(dataset)
     mirror = datasets.mirror(source)
     ep = Endpoint.parse(endpoint or mirror.endpoint)
     src = ManifestSource.resolve(manifest, choice.dataset, mirror, ep)
     path = src.fetch()
     sel = select(read_manifest(path, columns), choice.dataset, year)
-    return box, picked, choice, mirror, ep, src, path, sel
+    return reg, choice, mirror, ep, src, path, sel
 
 
 def build(
@@ -265,6 +214,8 @@ def build(
     overwrite: bool = False,
     overview: bool | list[int] = False,
     format: str | None = None,  # noqa: A002 - the CLI's --format
+    region: Region | None = None,
+    clip: bool = False,
 ) -> BuildResult:
     """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder.
 
@@ -272,7 +223,9 @@ def build(
     a list of factors instead of True picks the levels.
 
     dataset: an npy dataset name (`tessvrt datasets`); source: the bucket layout (datasets.MIRRORS),
-    default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint.
+    default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint. region (Region.from_options:
+    a polygon file or a country) replaces bbox/tiles: tiles whose cells its polygon covers in part. clip: the
+    VRT's masks also clear pixels whose centres are outside the box or polygon (and materialise keeps that).
     format: npy or zarr (tessvrt.zarrvrt); default npy when the dataset has npy tiles, else zarr.
     """
     out = Path(output)
@@ -289,19 +242,23 @@ def build(
     if datasets.build_format(dataset, format) == "zarr":
         from .zarrvrt import build_zarr
 
+        if region is not None and (region.is_polygon or clip):
+            raise TessvrtError("--region, --country and --clip are not supported for Zarr VRTs yet; give --bbox or --tile, "
+                               "or use materialise --region/--country/--clip on the Zarr store")
         if overview:
             raise TessvrtError("--overview is for npy VRTs (a Zarr VRT reads whole inner chunks); drop --overview "
                                "or add --format npy where the dataset has npy tiles")
 
         return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(bbox, tiles), dataset=dataset,
                           source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
-    box, picked, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint)
-    present, missing, wanted = _requested(sel, box, picked)
+    reg, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint, region=region)
+    box = reg.box
+    present, missing, wanted = _requested(sel, reg)
     if len(present) > MAX_TILES:
         raise TessvrtError(f"{len(present):,} tiles would make about {len(present) * BYTES_PER_TILE / 1e9:,.1f} GB of VRT "
                            f"that GDAL opens slowly; split the region into builds of at most {MAX_TILES:,} tiles")
     if not present:
-        raise _no_tiles(sel, box, picked, wanted, choice.dataset.label, year)
+        raise _no_tiles(sel, reg, wanted, choice.dataset.label, year)
     _check_disk(parent, len(present))
     rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
     grids = tile_grids(present)
@@ -323,7 +280,7 @@ def build(
         tmp = tmp_path(out)
         tmp.mkdir()
         plan = _Plan(sel, src, mirror, ep, vsi, box, by_zone, main_epsg, multi, sources, missing, wanted - len(sources),
-                     scale_bands, choice.note, overview)
+                     scale_bands, choice.note, overview, reg if clip else None)
         try:
             return _write_build(tmp, out, sidecar, plan, previous)
         except OSError as exc:
@@ -362,6 +319,7 @@ class _Plan:
     scale_bands: int
     note: str | None
     overview: bool | list[int] = False
+    clip: Region | None = None
 
 
 def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dict | None) -> BuildResult:
@@ -369,7 +327,7 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
     sel, src, box, by_zone, sources, scale_bands = plan.sel, plan.src, plan.box, plan.by_zone, plan.sources, plan.scale_bands
     main_epsg, missing, n_missing = plan.main_epsg, plan.missing, plan.n_missing
     stem, parent = out.name[:-4], out.parent
-    w = _Writer(tmp / sidecar.name)
+    w = _Writer(tmp / sidecar.name, plan.clip)
     folder = w.folder
     zone_windows: dict[int, Window] = {}
     # native tiles: raw VRT with an ownership mask on their own zone grid
@@ -411,6 +369,10 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
     w.close()
     record = _record(sel, src.public, plan.mirror, plan.ep, plan.vsi, main_epsg, main_window, zone_windows, zone_vrts, sources,
                      missing, n_missing, scale_bands)
+    if plan.clip is not None:  # materialise and open_region clip this VRT's pixels the same way
+        import shapely
+
+        record["clip"] = {"label": plan.clip.label, "wkb": shapely.to_wkb(plan.clip.clip_shape, output_dimension=2, hex=True)}
     if plan.overview:  # local overview GeoTIFFs of each zone VRT, listed in the record (tessvrt.overview)
         from .overview import write_overviews
 
@@ -548,34 +510,19 @@ MAX_TILES = 50_000
 MISSING_LISTED = 100  # missing tiles named in messages, metadata and the record; the rest are counted
 
 
-def _requested(sel: Selection, box: BBox | None, picked: list[Tile]) -> tuple[list[Tile], list[str], int]:
+def _requested(sel: Selection, reg: Region) -> tuple[list[Tile], list[str], int]:
     """(tiles present, missing names (at most MISSING_LISTED), how many were requested), north to south.
 
-    A box's cells are not enumerated when there are many (the whole world is 6.48 M cells): the
-    manifest's rows are matched against the box's cell ranges instead.
+    A region's cells are not enumerated when there are many (the whole world is 6.48 M cells): the
+    manifest's rows are matched against the region instead, and missing names come from a bounded scan.
     """
     lon_i = sel.rows.index.get_level_values(0).to_numpy()
     lat_i = sel.rows.index.get_level_values(1).to_numpy()
-    have = set(zip(lon_i.tolist(), lat_i.tolist(), strict=True))
-    present = {t for t in picked if (t.lon_i, t.lat_i) in have}
-    requested = set(picked)
-    n = len(requested)
-    if box is not None:
-        i0, i1, j0, j1 = box.cells()
-        inside = ((lon_i - 5) // 10 >= i0) & ((lon_i - 5) // 10 < i1) & ((lat_i - 5) // 10 >= j0) & ((lat_i - 5) // 10 < j1)
-        present |= {Tile(int(a), int(b)) for a, b in zip(lon_i[inside], lat_i[inside], strict=True)}
-        n = box.count + sum(1 for t in requested if not (i0 <= t.cell[0] < i1 and j0 <= t.cell[1] < j1))
-        # name the first missing cells, north to south, scanning a bounded number of cells
-        cells = ((i, j) for j in range(j1 - 1, j0 - 1, -1) for i in range(i0, i1))
-        for i, j in itertools.islice(cells, 1_000_000):
-            t = Tile(i * 10 + 5, j * 10 + 5)
-            if t not in present:
-                requested.add(t)
-                if len(requested) >= MISSING_LISTED + len(picked):
-                    break
+    inside = reg.selects((lon_i - 5) // 10, (lat_i - 5) // 10)
+    present = {Tile(int(a), int(b)) for a, b in zip(lon_i[inside], lat_i[inside], strict=True)}
+    have = np.sort(_tile_key(lon_i[inside], lat_i[inside]))
     order = sorted(present, key=lambda t: (-t.lat_i, t.lon_i))
-    missing = sorted((t for t in requested if t not in present), key=lambda t: (-t.lat_i, t.lon_i))
-    return order, [t.name for t in missing[:MISSING_LISTED]], n
+    return order, _missing_names(have, reg), reg.count
 
 
 def _check_disk(parent: Path, n_tiles: int) -> None:
@@ -618,10 +565,15 @@ def _check_zone_names(parent: Path, names: list[str], previous: dict | None, ove
             raise TessvrtError(f"{p} exists; pass --overwrite to replace that build")
 
 
-def _no_tiles(sel: Selection, box: BBox | None, picked: list[Tile], wanted: int, label: str, year: int) -> TessvrtError:
+def _no_tiles(sel: Selection, reg: Region, wanted: int, label: str, year: int) -> TessvrtError:
     """Say what was searched, the dataset's coverage, and whether the axes typed the other way round would find tiles."""
     have = set(sel.rows.index)
     lons, lats = [i / 100 for i, _ in have], [j / 100 for _, j in have]
+    if reg.is_polygon:
+        return TessvrtError(f"none of the {wanted} tile(s) whose cells {reg.label} covers exist in {label} for {year} "
+                            f"(its {len(have)} tile(s) for {year} span lon {min(lons):g}..{max(lons):g}, lat "
+                            f"{min(lats):g}..{max(lats):g}); try another --year or region")
+    box, picked = reg.box, list(reg.tiles)
     searched = [f"--bbox {box.west:g},{box.south:g},{box.east:g},{box.north:g} read as W,S,E,N"] if box else []
     searched += [f"--tile {t.lon:.2f},{t.lat:.2f} read as LON,LAT" for t in picked[:5]]
     swap = box is not None and max(abs(box.west), abs(box.east)) <= 90 and (box.west, box.east) != (box.south, box.north)
@@ -649,7 +601,7 @@ REGION_COLUMNS = ["version", "variant", "year", "lon", "lat", "grid_size", "scal
 
 def npy_region_jobs(*, year: int, bbox: str | BBox | None = None, tiles: list[str] | list[Tile] | None = None,
                     dataset: str = DEFAULT_DATASET, source: str | None = None, manifest: str | None = None,
-                    endpoint: str | None = None, allow_missing: bool = False) -> list:
+                    endpoint: str | None = None, allow_missing: bool = False, region: Region | None = None) -> list:
     """The zones `build` would write for these arguments, as pixel-source jobs (tessvrt.pixels.ZoneJob), with
     nothing written and no tile read: only the manifest (open_region's npy form without a VRT).
 
@@ -663,27 +615,21 @@ def npy_region_jobs(*, year: int, bbox: str | BBox | None = None, tiles: list[st
     from .pixels import NpySpec, ZoneJob
     from .pixels.npy import NAME, TILE_FIELDS, TileTable
 
-    box, picked, choice, mirror, ep, src, path, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint,
-                                                                 REGION_COLUMNS)
+    reg, choice, mirror, ep, src, path, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint,
+                                                         REGION_COLUMNS, region)
+    box = reg.box
     lon_all, lat_all = sel.rows["lon_i"].to_numpy(np.int64), sel.rows["lat_i"].to_numpy(np.int64)
     keys = _tile_key(lon_all, lat_all)
-    pick = np.array([_tile_key(t.lon_i, t.lat_i) for t in picked], np.int64)
-    inside = np.isin(keys, pick)
-    if box is not None:
-        i0, i1, j0, j1 = box.cells()
-        ci, cj = (lon_all - 5) // 10, (lat_all - 5) // 10
-        inside |= (ci >= i0) & (ci < i1) & (cj >= j0) & (cj < j1)
-    idx = np.flatnonzero(inside)
+    idx = np.flatnonzero(reg.selects((lon_all - 5) // 10, (lat_all - 5) // 10))
     if idx.size == 0:
-        _, _, wanted = _requested(sel, box, picked)
-        raise _no_tiles(sel, box, picked, wanted, choice.dataset.label, year)
+        raise _no_tiles(sel, reg, reg.count, choice.dataset.label, year)
     idx = idx[np.lexsort((lon_all[idx], -lat_all[idx]))]  # north to south, then west to east, as build
     rows = sel.rows.iloc[idx]
     lon_i, lat_i = lon_all[idx], lat_all[idx]
     first = Tile(int(lon_i[0]), int(lat_i[0]))
     gkey, skey = (k.replace(first.name, NAME) for k in mirror.tile_keys(sel.dataset, sel.year, first))
     _check_named_paths(path, sel, keys[idx], mirror, gkey, skey)
-    missing = _missing_names(np.sort(keys[idx]), box, picked)
+    missing = _missing_names(np.sort(keys[idx]), reg)
     epsg, ce, cn, w, h = tile_geometry(lon_i, lat_i)
     gsize = rows["grid_size"].to_numpy(np.int64)
     ssize = (rows["scales_size"].astype(float).fillna(-1).to_numpy(np.int64) if "scales_size" in rows.columns
@@ -782,23 +728,23 @@ def pa_array(values: list[str]):  # noqa: ANN201 - a pyarrow string array
     return pa.array(values, pa.string())
 
 
-def _missing_names(have: np.ndarray, box: BBox | None, picked: list[Tile]) -> list[str]:
+def _missing_names(have: np.ndarray, reg: Region) -> list[str]:
     """The first MISSING_LISTED requested tiles not in the manifest, north to south (cells scanned row by row,
-    at most 1,000,000 as build does); have: sorted tile keys present."""
+    at most 1,000,000); have: sorted tile keys present."""
     def absent(k: np.ndarray) -> np.ndarray:
+        if have.size == 0:
+            return np.ones(k.shape, bool)
         pos = np.minimum(np.searchsorted(have, k), have.size - 1)
         return have[pos] != k
 
-    out = {t for t in picked if absent(np.array([_tile_key(t.lon_i, t.lat_i)]))[0]}
-    if box is not None:
-        i0, i1, j0, j1 = box.cells()
-        lon = np.arange(i0, i1, dtype=np.int64) * 10 + 5
-        scanned = 0
-        for j in range(j1 - 1, j0 - 1, -1):
-            if len(out) >= MISSING_LISTED + len(picked) or scanned >= 1_000_000:
-                break
-            lat = np.full(lon.size, j * 10 + 5, np.int64)
-            gone = np.flatnonzero(absent(_tile_key(lon, lat)))[:MISSING_LISTED]
-            out |= {Tile(int(lon[g]), int(lat[0])) for g in gone}
-            scanned += lon.size
+    out = {t for t in reg.tiles if absent(np.array([_tile_key(t.lon_i, t.lat_i)]))[0]}
+    scanned = 0
+    for ci, j in reg.cell_rows():
+        if len(out) >= MISSING_LISTED + len(reg.tiles) or scanned >= 1_000_000:
+            break
+        lon = ci * 10 + 5
+        lat = np.full(lon.size, j * 10 + 5, np.int64)
+        gone = np.flatnonzero(absent(_tile_key(lon, lat)))[:MISSING_LISTED]
+        out |= {Tile(int(lon[g]), int(lat[0])) for g in gone}
+        scanned += lon.size
     return [t.name for t in sorted(out, key=lambda t: (-t.lat_i, t.lon_i))[:MISSING_LISTED]]

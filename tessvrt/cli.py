@@ -45,6 +45,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # An argument's help row is its metavar alone (typer appends <path>, <list[str]>: Python types, not what to type)
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
 
+REGION_HELP = "Polygons (GeoJSON, GeoPackage, Shapefile; any CRS): tiles whose cells they cover in part"
+COUNTRY_HELP = "Country name or ISO code (Natural Earth admin-0, downloaded once and cached), e.g. France or FRA"
 BANDS_HELP = ("1-based, as GDAL numbers bands: band 1 is embedding_000, upstream's (0-based) band 0")
 
 
@@ -72,17 +74,22 @@ def build(
                                   "QGIS use when zoomed out; fetches 1/4 of the tile rows (docs/layout.md)"),
     fmt: str | None = typer.Option(None, "--format", metavar="npy|zarr",
                                    help="npy tiles (default where published; GDAL >= 3.6) or the Zarr store (GDAL >= 3.11)"),
+    region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    clip: bool = typer.Option(False, "--clip", help="Mask pixels whose centres are outside --bbox/--region/--country"),
 ) -> None:
-    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
+    """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox, --tile, --region or --country."""
     from .build import build as run
     from .doctor import config_hint
+    from .region import Region
     from .source.s3 import public_url
 
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
     try:
+        area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
                   manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite,
-                  overview=overview, format=fmt)
+                  overview=overview, format=fmt, region=area, clip=clip)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -134,6 +141,10 @@ def materialise(
     output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote and output bytes and the time "
                                  "it would take; read no tile, write nothing"),
+    region: Path | None = typer.Option(None, metavar="FILE", help="Without a VRT: " + REGION_HELP + "; with --clip: "
+                                       "what to keep"),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    clip: bool = typer.Option(False, "--clip", help="NaN wherever a pixel's centre is outside --bbox/--region/--country"),
 ) -> None:
     """Write dequantised float32 Cloud-Optimized GeoTIFFs, one per UTM zone, reading tile bytes directly.
 
@@ -156,7 +167,7 @@ def materialise(
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
                   progress=None if quiet else progress_printer(), allow_missing=allow_missing, workers=workers,
                   dask=dask, piece_size=piece_size, output_endpoint=output_endpoint,
-                  dry_run=dry_run)
+                  dry_run=dry_run, region=region, country=country, clip=clip)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -277,15 +288,21 @@ def sample(
     endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server (bucket and keys stay)"),
     manifest: str | None = typer.Option(None, metavar="PATH|URL", help="npy: manifest path or URL instead of the dataset's own"),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of CSV"),
+    region: Path | None = typer.Option(None, metavar="FILE", help="Keep only the points inside these polygons"),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help="Keep only the points inside this country"),
 ) -> None:
     """The dequantised values at points, with a status: valid, water, nodata (not computed yet), invalid, outside."""
     from .materialise import parse_bands
-    from .sample import read_points, to_csv, to_rows
+    from .sample import points_inside, read_points, to_csv, to_rows
     from .sample import sample_with_hint as run
 
     _handle_signals()
     try:
         pts = list(points or []) + (read_points(points_file) if points_file else [])
+        if region is not None or country is not None:
+            pts, dropped = points_inside(pts, region=region, country=country)
+            if dropped:
+                typer.echo(f"tessvrt: {dropped:,} point(s) outside the region left out", err=True)
         band_list = parse_bands(bands)
         res, hint = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint,
                         manifest=manifest)
@@ -297,6 +314,50 @@ def sample(
         typer.echo(f"tessvrt: {hint}", err=True)
     rows = to_rows(res, band_list)
     typer.echo(json.dumps(rows) if as_json else to_csv(rows), nl=as_json)
+
+
+@app.command()
+def coverage(
+    bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="W,S,E,N in degrees (default: everywhere)"),
+    region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    dataset: str | None = typer.Option(None, metavar="NAME", help="One dataset (default: every one tessvrt datasets lists)"),
+    year: int | None = typer.Option(None, metavar="YEAR", help="One year (default: every year)"),
+    source: str | None = typer.Option(None, metavar="LAYOUT", help="Bucket layout: source-coop (default), gateway or legacy"),
+    endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint URL of a mirror or local server"),
+    manifest: str | None = typer.Option(None, metavar="PATH|URL", help="With --dataset: manifest path or URL instead of its own"),
+    png: Path | None = typer.Option(None, metavar="FILE.png", help="Also draw a map of the tiles over the region"),
+    overwrite: bool = typer.Option(False, help="Replace an existing --png file"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Which tiles exist per dataset and year over a region: counts and remote bytes (from the npy manifests)."""
+    from .coverage import coverage as run
+
+    _handle_signals()
+    try:
+        res = run(bbox=bbox, region=region, country=country, dataset=dataset, year=year, source=source,
+                  endpoint=endpoint, manifest=manifest, png=png, overwrite=overwrite)
+    except TessvrtError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was written", 130)
+    if as_json:
+        typer.echo(json.dumps(res.as_json(), indent=1))
+        return
+    typer.echo(f"coverage of {res.region}")
+    for d in res.datasets:
+        if d.format == "zarr":
+            zones = ", ".join(f"{z} ({', '.join(map(str, ys))})" for z, ys in d.zones.items()) or "none"
+            typer.echo(f"{d.dataset:<15} zarr  zone groups: {zones}")
+            typer.echo(f"{'':<15}       {d.note}")
+            continue
+        if not d.years:
+            typer.echo(f"{d.dataset:<15} -     {d.note}")
+        for y in d.years:
+            of = f" of {y.requested:,} cells" if y.requested is not None else ""
+            typer.echo(f"{d.dataset:<15} {y.year}  {y.tiles:>7,} tiles{of}  {y.remote_bytes / 1e9:10,.2f} GB")
+    if res.png:
+        typer.echo(f"wrote {res.png}")
 
 
 @app.command("gdal-config")

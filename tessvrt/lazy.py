@@ -25,6 +25,7 @@ from .errors import TessvrtError
 from .grid import Window
 from .pixels import NpySpec, ZarrSpec, ZoneJob, read_window
 from .pixels.base import Spec
+from .pixels.clip import unwrap
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -87,7 +88,7 @@ class ZoneArray:
             return np.empty((len(bands), max(h, 0), max(w, 0)), np.float32)
         z = self.window
         win = Window(z.epsg, z.col0 + x0, z.row0 - y0, w, h)
-        spec = self.spec.part(win) if isinstance(self.spec, NpySpec) else self.spec
+        spec = self.spec.part(win) if isinstance(unwrap(self.spec), NpySpec) else self.spec
         return read_window(spec, win, bands, threads=READ_THREADS)
 
 
@@ -132,6 +133,9 @@ def open_region(
     bands: list[int] | str | None = None,
     chunks: int | tuple[int, int] | None = None,
     allow_missing: bool = False,
+    region: str | os.PathLike | None = None,
+    country: str | None = None,
+    clip: bool = False,
 ) -> dict[str, xr.DataArray]:
     """The region's pixels as lazy DataArrays (band, y, x), float32, NaN nodata, keyed by zone label
     ('utm31n', ...) in zone order: each zone part on its own 10 m grid, unwarped, as materialise writes it.
@@ -142,11 +146,16 @@ def open_region(
     bands: 1-based band numbers ('1,2,3', '1-16' or a list) as materialise's --bands; chunks: (y, x)
     pixels per chunk (default by format, see the module doc). Nothing but the manifest or the store's
     metadata is read until a window is computed.
+    region/country: a polygon file or a country (tessvrt.region) instead of bbox: npy tiles whose cells it covers
+    in part, or a Zarr store's pixels in those cells; clip: NaN wherever a pixel's centre lies outside the
+    bbox/polygon (with a VRT: the region given here).
     """
     import dask.array as da
     import xarray as xr
 
     from .materialise import parse_bands, plan
+    from .pixels.clip import narrow
+    from .region import Region
 
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
     if any(not 1 <= b <= BANDS for b in band_list):
@@ -154,23 +163,25 @@ def open_region(
     if vrt is not None:
         if any(v is not None for v in (dataset, bbox, tiles, year, manifest)):
             raise TessvrtError("give either a VRT, or dataset, bbox/tiles and year: not both")
-        _, jobs, _ = plan(vrt, vrt, None, None, None, source, endpoint, allow_missing)
+        _, jobs, _ = plan(vrt, vrt, None, None, None, source, endpoint, allow_missing, region, country, clip)
         fmt, ts = "npy", None
     else:
-        if dataset is None or year is None or (bbox is None and not tiles):
-            raise TessvrtError("open_region needs a VRT, or dataset, year and bbox (W,S,E,N) or tiles")
+        area = Region.from_options(bbox=bbox, tiles=tiles, region=region, country=country)
+        if dataset is None or year is None or area is None:
+            raise TessvrtError("open_region needs a VRT, or dataset, year and bbox (W,S,E,N), region, country or tiles")
         fmt = format or _default_format(dataset, tiles, manifest)
         if fmt == "zarr":
             if tiles or manifest:
                 raise TessvrtError("tiles and manifest select npy tiles; a Zarr region is a bbox")
-            from .pixels import zarr_jobs
+            from .pixels.clip import zarr_region_jobs
 
-            ts, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)  # type: ignore[arg-type]
+            ts, jobs = zarr_region_jobs(dataset, area, year, source, endpoint, clip)
         elif fmt == "npy":
             from .build import npy_region_jobs
 
-            ts, jobs = None, npy_region_jobs(year=year, bbox=bbox, tiles=tiles, dataset=dataset, source=source,  # type: ignore[arg-type]
-                                             manifest=manifest, endpoint=endpoint, allow_missing=allow_missing)
+            ts, jobs = None, npy_region_jobs(year=year, dataset=dataset, source=source, manifest=manifest, endpoint=endpoint,
+                                             allow_missing=allow_missing, region=area)
+            jobs = narrow(jobs, area, clip) if clip else jobs
         else:
             raise TessvrtError(f"format {format!r} must be zarr or npy")
     jobs = sorted(jobs, key=lambda j: (j.window.epsg % 100, j.window.epsg))  # zone order, north before south
@@ -197,7 +208,7 @@ def _default_format(dataset: str, tiles: list[str] | None, manifest: str | None)
 
 def _chunks(job: ZoneJob, ts: Any, fmt: str, chunks: int | tuple[int, int] | None) -> tuple[tuple[int, ...], ...]:
     """(y chunks, x chunks) of a zone window, cut on the zone's grid (npy) or the zone group's (Zarr)."""
-    win, spec = job.window, job.spec
+    win, spec = job.window, unwrap(job.spec)
     if isinstance(spec, ZarrSpec):
         ystart, xstart = spec.row0 - win.row0, win.col0 - spec.col0  # the window's top-left in the group's arrays
         if chunks is None:
@@ -226,8 +237,8 @@ def _data_array(xr: Any, data: Any, job: ZoneJob, bands: list[int]) -> xr.DataAr
            "GeoTransform": " ".join(str(v) for v in win.transform.to_gdal())}
     names = [f"embedding_{b - 1:03d}" for b in bands]
     attrs = {k: v for k, v in job.meta.items() if k != "TESSVRT_TILES"}  # a continent's tile list is megabytes
-    if isinstance(job.spec, NpySpec):
-        attrs["TESSVRT_TILE_COUNT"] = str(len(job.spec.table))
+    if isinstance(unwrap(job.spec), NpySpec):
+        attrs["TESSVRT_TILE_COUNT"] = str(len(unwrap(job.spec).table))
     attrs.update({"_FillValue": np.float32(np.nan), "long_name": tuple(names), "units": "1"})
     arr = xr.DataArray(data, dims=("band", "y", "x"), coords=_xy(xr, win), name="embeddings", attrs=attrs)
     arr = arr.assign_coords(band=("band", names), spatial_ref=((), 0, ref))

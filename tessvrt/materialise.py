@@ -25,7 +25,7 @@ from .cog.profiles import CogProfile
 from .cog.write import write_cog
 from .errors import TessvrtError, check_name, check_output_folder, human_bytes
 from .grid import Window
-from .pixels import PixelSource, Stats, ZoneJob, npy_jobs, zarr_jobs
+from .pixels import PixelSource, Stats, ZoneJob, npy_jobs
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import read_record
 from .source.s3 import DEFAULT_REGION, Endpoint
@@ -101,6 +101,9 @@ def materialise(
     piece_size: int | None = None,
     output_endpoint: str | None = None,
     dry_run: bool = False,
+    region: str | os.PathLike | None = None,
+    country: str | None = None,
+    clip: bool = False,
 ) -> MaterialiseResult:
     """Write the VRT's embeddings as float32 COGs, one per UTM zone; returns what was written.
 
@@ -113,13 +116,15 @@ def materialise(
     processes, or the scheduler at `dask`) or, with neither, here; same bytes either way.
     dry_run: plan and check the source only (manifest, record or store metadata; no tile read, nothing
     written) and return the estimate (result.estimate: tiles, pixels, remote and output bytes, time).
+    region/country: a polygon file or a country instead of bbox (tessvrt.region); clip: NaN wherever a pixel's
+    centre lies outside the bbox/polygon (with a VRT: the region given here).
     """
     from .collection import PIECE, is_collection, materialise_collection
 
     t0 = time.perf_counter()
     cog = CogProfile(compress, level, blocksize, overviews)
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
-    out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing)
+    out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing, region, country, clip)
     collection = is_collection(out)
     if not collection and (workers is not None or dask is not None or piece_size is not None):
         raise TessvrtError(f"--workers, --dask and --piece-size write a COG collection: give a folder or an "
@@ -157,25 +162,40 @@ def materialise(
 
 def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, dataset: str | None,
          bbox: str | tuple[float, float, float, float] | None, year: int | None, source: str | None,
-         endpoint: str | None, allow_missing: bool = False) -> tuple[str, list[ZoneJob], list[str]]:
+         endpoint: str | None, allow_missing: bool = False, region: str | os.PathLike | None = None,
+         country: str | None = None, clip: bool = False) -> tuple[str, list[ZoneJob], list[str]]:
     """(output, zone jobs, tile names) of either form: a VRT and an output, or an output and a Zarr region."""
+    from .pixels.clip import narrow, zarr_region_jobs
+    from .region import Region
+
+    area = Region.from_options(bbox=bbox, region=region, country=country)
+    if clip and area is None:
+        raise TessvrtError("--clip needs the area to clip to: give --bbox, --region FILE or --country NAME")
     if output is None or dataset is not None or bbox is not None or year is not None:
         if output is not None and vrt_path is not None:
             raise TessvrtError("give either a VRT and an output, or an output with --dataset, --bbox and --year "
                                "(a region of the dataset's Zarr store), not both")
-        if dataset is None or bbox is None or year is None:
+        if dataset is None or area is None or year is None:
             raise TessvrtError("materialise without a VRT reads the dataset's Zarr store: give --dataset, --bbox W,S,E,N "
-                               "and --year (e.g. tessvrt materialise out.tif --dataset v1.1-dclimate --bbox "
-                               "-0.2,51.4,0.1,51.6 --year 2024)")
-        _, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
+                               "(or --region FILE or --country NAME) and --year (e.g. tessvrt materialise out.tif --dataset "
+                               "v1.1-dclimate --bbox -0.2,51.4,0.1,51.6 --year 2024)")
+        _, jobs = zarr_region_jobs(dataset, area, year, source, endpoint, clip)
         return str(output if output is not None else vrt_path), jobs, []
+    if area is not None and not clip:
+        raise TessvrtError("a VRT's region was chosen when it was built: --region/--country here only say what --clip "
+                           "keeps; add --clip, or build the VRT with --region/--country")
     rec = read_record(vrt_path)  # type: ignore[arg-type]
     if rec.get("format") == "zarr":  # a Zarr VRT: the same zone parts straight from its store
-        _, jobs = zarr_jobs(rec["dataset"], tuple(rec["bbox"]), rec["year"], rec.get("source"),
-                            endpoint if endpoint is not None else rec.get("endpoint"))
-        return str(output), jobs, []
+        _, jobs = zarr_region_jobs(rec["dataset"], Region.from_options(bbox=tuple(rec["bbox"])), rec["year"], rec.get("source"),
+                                   endpoint if endpoint is not None else rec.get("endpoint"), False)
+        return str(output), narrow(jobs, area, clip), []
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
-    return str(output), npy_jobs(rec, ep, allow_missing), [t["name"] for t in rec["tiles"]]
+    jobs = npy_jobs(rec, ep, allow_missing)
+    if isinstance(rec.get("clip"), dict):  # built with --clip: its outputs keep the VRT's clip
+        import shapely
+
+        jobs = narrow(jobs, Region.polygon(shapely.from_wkb(rec["clip"]["wkb"]), str(rec["clip"].get("label"))), True)
+    return str(output), narrow(jobs, area, clip), [t["name"] for t in rec["tiles"]]
 
 
 def _write_outputs(out: Path, jobs: list[ZoneJob], band_list: list[int], cog: CogProfile, overwrite: bool,

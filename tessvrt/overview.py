@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from .errors import TessvrtError
 from .grid import Window
 from .pixels import npy_jobs
 from .pixels.base import BANDS, PixelSource
+from .pixels.clip import clip_picks, record_clip
 from .source.s3 import Endpoint, Pool, progress
 
 FIRST = 4  # GDAL uses an overview only if it is at most ~1.2x coarser than the read (3.6-3.12, measured):
@@ -96,6 +98,7 @@ def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | 
         return [Level.of(win, f, main) for f in fs]
 
     jobs = npy_jobs(rec, endpoint)
+    area = record_clip(rec)  # build --clip: the levels are clipped as the full resolution is
     zones = [plan(j.window) for j in jobs]
     warped = len(rec["zones"]) > 1 or rec["zones"][0]["epsg"] != rec["main"]["epsg"]  # the main VRT is warped
     main = plan(Window(**rec["main"]["window"]), True) if warped else []
@@ -112,14 +115,14 @@ def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | 
         try:
             src.check(THREADS)
             for lv in todo:
-                _write_level(folder / lv.file, src, job.window, lv)
+                _write_level(folder / lv.file, src, job.window, lv, area)
                 entries.append(lv.entry())
             fetched += src.stats().remote_bytes
         finally:
             src.close()
         out[zone["vrt"]] = [lv.file for lv in todo]
     for lv in main:
-        fetched += _write_main_level(folder / lv.file, rec, endpoint, Window(**rec["main"]["window"]), lv)
+        fetched += _write_main_level(folder / lv.file, rec, endpoint, Window(**rec["main"]["window"]), lv, area)
         entries.append(lv.entry(main=True))
     if main:
         out[MAIN] = [lv.file for lv in main]
@@ -128,7 +131,7 @@ def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | 
     return out
 
 
-def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv: Level) -> int:
+def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv: Level, area: Any = None) -> int:
     """A level of the cross-zone main VRT; bytes fetched.
 
     There, other zones' tiles are warped by GDAL (nearest, exact transform): a picked pixel takes its owner
@@ -181,6 +184,7 @@ def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv
                     s = sc[tc]
                     v = emb[tc].astype(np.float32) * np.where(valid(s), s, np.float32(np.nan))
                     block[:, n, oc] = v.T
+            clip_picks(block, area, win, rows[k:k + block.shape[1]], cols)
             dst.write(block, window=((k, k + block.shape[1]), (0, lv.width)))
     return fetched
 
@@ -208,7 +212,7 @@ def _create(path: Path, win: Window, lv: Level):  # noqa: ANN202 - an open raste
     return dst
 
 
-def _write_level(path: Path, src: PixelSource, win: Window, lv: Level) -> None:
+def _write_level(path: Path, src: PixelSource, win: Window, lv: Level, area: Any = None) -> None:
     """The level's pixels, ROWS overview rows at a time; the next rows' GETs run while these are dequantised."""
     rows, cols = picks(win.height, lv.height), picks(win.width, lv.width)
     bands = list(range(1, BANDS + 1))
@@ -224,4 +228,5 @@ def _write_level(path: Path, src: PixelSource, win: Window, lv: Level) -> None:
             block = np.empty((BANDS, len(cur), lv.width), np.float32)
             for n, (y, tiles) in enumerate(zip(rows[k:k + ROWS], cur, strict=True)):
                 block[:, n, :] = src.chunk(cpu, tiles, int(y), 0, 1, win.width, bands)[:, 0, cols]
+            clip_picks(block, area, win, rows[k:k + len(cur)], cols)
             dst.write(block, window=((k, k + len(cur)), (0, lv.width)))

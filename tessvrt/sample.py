@@ -69,6 +69,19 @@ def read_points(path: str | Path) -> list[tuple[float, float]]:
     return _csv_points(text, p)
 
 
+def points_inside(points: list[tuple[float, float]], region: str | Path | None = None, country: str | None = None,
+                  bbox: str | None = None) -> tuple[list[tuple[float, float]], int]:
+    """(the points inside the region or on its boundary, in their order; how many were left out)."""
+    from .region import Region
+
+    area = Region.from_options(bbox=bbox, region=region, country=country)
+    if area is None or not points:
+        return points, 0
+    lon, lat = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    keep = area.contains(lon, lat)
+    return [p for p, k in zip(points, keep, strict=True) if k], int((~keep).sum())
+
+
 def _csv_points(text: str, p: Path) -> list[tuple[float, float]]:
     try:
         rows = list(csv.DictReader(io.StringIO(text)))

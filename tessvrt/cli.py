@@ -237,6 +237,10 @@ def preview(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
     as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON"),
     allow_missing: bool = typer.Option(False, help="Leave tile objects that are gone (404/403) as no data instead of failing"),
+    region: Path | None = typer.Option(None, metavar="FILE", help="Without a VRT: " + REGION_HELP + "; with --clip: "
+                                       "what to keep"),
+    country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
+    clip: bool = typer.Option(False, "--clip", help="No data wherever a pixel's centre is outside --bbox/--region/--country"),
 ) -> None:
     """Write a false-colour picture: the first three principal components as 8-bit RGB COGs, one per UTM zone.
 
@@ -255,7 +259,7 @@ def preview(
     try:
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, png=png, blocksize=blocksize,
                   overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer(),
-                  allow_missing=allow_missing)
+                  allow_missing=allow_missing, region=region, country=country, clip=clip)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

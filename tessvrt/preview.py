@@ -217,18 +217,23 @@ def preview(
     progress: Callable[[int, int], None] | None = None,
     threads: int = 8,
     allow_missing: bool = False,
+    region: str | os.PathLike | None = None,
+    country: str | None = None,
+    clip: bool = False,
 ) -> PreviewResult:
     """Write 3-band 8-bit RGB COGs (the first three principal components; 0 = no data), one per UTM zone.
 
     Sources as materialise: a VRT of tessvrt build and an output, or an output with dataset, bbox and year
-    (a region of the dataset's Zarr store). png: also a quicklook picture of the whole region (all zones).
+    (a region of the dataset's Zarr store; region/country instead of bbox, clip as materialise). png: also a
+    quicklook picture of the whole region (all zones). Pixels outside the region (clip) are no data: the PCA
+    sample never sees them.
     """
     from .collection import is_collection
     from .materialise import _write_outputs, plan
 
     t0 = time.perf_counter()
     cog = RgbProfile(blocksize=blocksize)
-    out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing)
+    out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing, region, country, clip)
     try:
         if is_collection(out):
             raise TessvrtError(f"preview writes .tif files (one per UTM zone), not a collection: give an output "

@@ -305,3 +305,24 @@ def test_zarr_zones_and_equator_equal_reference_pca(zarr_store, s3, tmp_path):
     assert res["sample_pixels"] == ref["n"]
     invalid = sum((~np.isfinite(z).all(axis=0)).sum() for z in refs) / sum(z[0].size for z in refs)
     check_png(png, invalid)
+
+
+def test_region_clip_masks_exactly_the_pixels_outside(vrts, tmp_path):
+    # --region/--country/--clip as materialise takes them: pixels whose centres fall outside the polygon are no
+    # data (0), and the pixels left are exactly materialise --clip's valid ones (valid in every band: the sample's
+    # tile 4.25,88.05 has band 8 alone invalid on every 50th row)
+    import shapely
+    from test_region import U, pixel_centres_lonlat, write_region
+
+    poly = write_region(tmp_path / "u.geojson", [U])
+    common = [str(vrts["block"]), "--region", str(poly), "--clip", "--json", "--quiet"]
+    pv = json.loads(run_cli("preview", common[0], str(tmp_path / "p.tif"), *common[1:]).stdout)["files"]
+    mt = json.loads(run_cli("materialise", common[0], str(tmp_path / "m.tif"), *common[1:], "--bands", "1,8").stdout)["files"]
+    assert len(pv) == len(mt) == 1
+    with rasterio.open(pv[0]) as p, rasterio.open(mt[0]) as m:
+        assert p.transform == m.transform and p.shape == m.shape
+        rgb, ref = p.read(), m.read()
+    lon, lat = pixel_centres_lonlat(Path(pv[0]))
+    outside = ~shapely.intersects_xy(U, lon, lat)
+    assert outside.sum() > 10_000 and (rgb[:, outside] == 0).all()
+    np.testing.assert_array_equal(rgb[0] != 0, ~np.isnan(ref).any(axis=0))

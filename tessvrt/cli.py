@@ -55,7 +55,8 @@ def _fail(msg: str, code: int = 1) -> None:
 
 @app.command()
 def build(
-    output: Path = typer.Option(..., "-o", "--output", metavar="FILE.vrt", help="VRT to write, e.g. london.vrt"),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE.vrt", help="VRT to write, e.g. london.vrt; or "
+                                "FILE.gti.gpkg: a GTI index of per-block VRTs (GDAL >= 3.9), the form above 50,000 tiles"),
     year: int = typer.Option(..., metavar="YEAR", help="Embedding year, e.g. 2024"),
     bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="W,S,E,N in degrees, longitude first (--bbox or --tile is required)"),
     tile: list[str] | None = typer.Option(None, metavar="LON,LAT",
@@ -68,6 +69,8 @@ def build(
     vsi: str = typer.Option("s3", metavar="s3|curl", help="GDAL paths: s3 (/vsis3/) or curl (/vsicurl/https://)"),
     crs: str | None = typer.Option(None, metavar="EPSG:CODE", help="UTM EPSG code of the main VRT when zones differ"),
     overwrite: bool = typer.Option(False, help="Replace a previous build of the same name (its VRTs and sidecar)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote bytes, VRT bytes and times from the "
+                                 "manifest; read no tile, write nothing"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox or --tile."""
     from .build import build as run
@@ -77,13 +80,16 @@ def build(
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
     try:
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
-                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite)
+                  manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite, dry_run=dry_run)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; nothing was written (run the same command again)", 130)
     for note in res.notes:
         typer.echo(f"tessvrt: {note}", err=True)
+    if res.estimate is not None:
+        typer.echo(res.estimate.line())  # type: ignore[attr-defined]
+        return
     if res.missing_count:
         more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
         typer.echo(f"tessvrt: {res.missing_count:,} tile(s) not in the manifest: "

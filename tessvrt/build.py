@@ -298,9 +298,10 @@ def build(
     box, picked, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint)
     present, missing, wanted = _requested(sel, box, picked)
     if len(present) > max_tiles and not gti:
-        raise TessvrtError(f"{len(present):,} tiles are more than the {max_tiles:,} one VRT holds (GDAL parses all of it on "
-                           f"open): write a GTI index of per-block VRTs with -o {stem}{blockindex.SUFFIX} (GDAL >= "
-                           f"{blockindex.MIN_GDAL}), or choose a box of at most {max_tiles:,} tiles for older GDAL and QGIS")
+        raise TessvrtError(f"{len(present):,} tiles would make about {human_bytes(len(present) * BYTES_PER_TILE)} of VRT that "
+                           f"GDAL parses whole on open (at most {max_tiles:,} tiles in one): write a GTI index of per-block "
+                           f"VRTs instead with -o {stem}{blockindex.SUFFIX} (GDAL >= {blockindex.MIN_GDAL}), or split the "
+                           f"region into boxes of at most {max_tiles:,} tiles for older GDAL and QGIS on it")
     if not present:
         raise _no_tiles(sel, box, picked, wanted, choice.dataset.label, year)
     if dry_run:

@@ -44,7 +44,8 @@ def write_zone_blocks(write: Callable[[str, str | Iterable[bytes]], None], sidec
     pieces whose names are paths relative to the index (the GTI's `location`s).
 
     placed: (tile VRT path relative to the sidecar, its window on this grid, scale bands). A block no tile
-    reaches is not written (NaN there, as in a VRT build's mosaic of blocks).
+    reaches is not written (NaN there, as in a VRT build's mosaic of blocks). Each block's TESSVRT_TILES names
+    the tiles it reads (a zone's list in every block would be ~0.5 MB each at 30,000 tiles).
     """
     from .collection.pieces import Piece, cut_window
 
@@ -62,7 +63,9 @@ def write_zone_blocks(write: Callable[[str, str | Iterable[bytes]], None], sidec
         rel = f"blocks/{block.name}"
         mosaic = rel[:-4] + "_mosaic.vrt"
         write(mosaic, vrt.mosaic_vrt(block.window, srcs, scale_bands))
-        write(rel, vrt.dequant_vrt(block.window, mosaic.rpartition("/")[2], scale_bands, metadata))
+        tiles = ",".join(dict.fromkeys(src.path.rpartition("/")[2].removesuffix(".vrt") for src in srcs))
+        write(rel, vrt.dequant_vrt(block.window, mosaic.rpartition("/")[2], scale_bands,
+                                   {**metadata, "TESSVRT_TILES": tiles}))  # the block's own tiles, not the zone's
         out.append(Piece(label, f"{sidecar}/{rel}", block.window))
     return out
 

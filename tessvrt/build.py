@@ -407,13 +407,12 @@ def _write_gti_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous:
     """The GTI form (blockindex): tiles as in a VRT build, then per zone aligned block VRTs and a GTI index of them."""
     w = _Writer(tmp / sidecar.name)
     zone_windows = _write_tiles(w, plan)
-    metadata = _metadata(plan)
+    metadata = {k: v for k, v in _metadata(plan).items() if k != "TESSVRT_TILES"}  # per block: write_zone_blocks
     zone_files: dict[int, Path] = {}
     for epsg, zs in plan.by_zone.items():
         name = blockindex.zone_index_name(blockindex.stem(out), epsg) if plan.multi else out.name
-        tiles = {**metadata, "TESSVRT_TILES": ",".join(s.tile.name for s in zs), "TESSVRT_ZONE": f"EPSG:{epsg}"}
         blocks = blockindex.write_zone_blocks(w.write, sidecar.name, epsg, zone_windows[epsg], _native(zs),
-                                              plan.scale_bands, tiles, size)
+                                              plan.scale_bands, {**metadata, "TESSVRT_ZONE": f"EPSG:{epsg}"}, size)
         blockindex.write_index(tmp / name, zone_windows[epsg], blocks)
         zone_files[epsg] = out.with_name(name)
     w.close()

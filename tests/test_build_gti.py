@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -98,6 +99,12 @@ def test_gti_equals_the_vrt_build_and_blocks_are_aligned(gti, bucket_root, gdalr
     assert_same(g, v, "GTI vs VRT build")
     sub = build(tmp_path / "sub.gti.gpkg", bbox="4.0,88.0,4.2,88.2", year=2024,
                 endpoint=record(out / "block.tessvrt")["endpoint"], block_size=BLOCK)
+    names = {t["name"] for t in record(out / "block.tessvrt")["tiles"]}
+    for p in (out / "block.tessvrt" / "blocks").rglob("*_mosaic.vrt"):  # each block names the tiles it reads
+        tags = re.search(r'<MDI key="TESSVRT_TILES">([^<]*)<', p.with_name(p.name.replace("_mosaic", "")).read_text())
+        own = tags.group(1).split(",")
+        assert own and set(own) <= names and len(own) < len(names)
+        assert {n for n in names if f"tiles/{n}.vrt" in p.read_text()} == set(own)
     full = {p.name: p.read_bytes() for p in (out / "block.tessvrt" / "blocks").rglob("*_mosaic.vrt")}
     part = {p.name: p.read_bytes() for p in (tmp_path / "sub.tessvrt" / "blocks").rglob("*_mosaic.vrt")}
     assert part and set(part) <= set(full)

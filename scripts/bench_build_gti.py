@@ -85,6 +85,7 @@ def folder_bytes(root: Path, names: list[str]) -> tuple[int, int]:
 
 
 def main() -> None:
+    global COLS, LON0, LAT0  # the region's shape, used by manifest() and build_in_child()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--sizes", default="2400,12000,48000", help="tile counts (multiples of 120)")
@@ -93,7 +94,6 @@ def main() -> None:
     ap.add_argument("--lon0", type=float, default=LON0)
     ap.add_argument("--lat0", type=float, default=LAT0)
     a = ap.parse_args()
-    global COLS, LON0, LAT0
     COLS, LON0, LAT0 = a.cols, a.lon0, a.lat0
     out = a.out or Path(tempfile.mkdtemp(prefix="bench_gti_"))
     out.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,10 @@ def test_gti_is_deterministic_and_info_and_materialise_take_it(gti, s3, tmp_path
     m2 = materialise(ref.vrt, tmp_path / "from_vrt.tif", bands="1,128")
     with rasterio.open(m1.files[0]) as x, rasterio.open(m2.files[0]) as y:
         assert_same(x.read(), y.read(), "materialise of the GTI build vs of the VRT build")
+    col = materialise(res.vrt, tmp_path / "col", bands="1,128", blocksize=64, piece_size=128)  # a collection of it
+    assert col.collection.pieces > 4
+    with rasterio.open(m1.files[0]) as x, rasterio.open(tmp_path / "col" / "utm31n.gti.gpkg") as c:
+        assert_same(c.read(), x.read(), "collection of the GTI build vs one COG")
     p = run_cli("info", str(res.vrt))
     assert "EPSG:" in p.stdout
 

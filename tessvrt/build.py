@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, vrt
-from .errors import TessvrtError, check_name, check_output_folder
+from . import __version__, blockindex, vrt
+from .errors import TessvrtError, check_name, check_output_folder, human_bytes
 from .grid import Tile, TileGrid, Window, _to_utm, ownerships, tile_grids, zone_label
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import PIXEL_GRID, RECORD, SIDECAR_SUFFIX
@@ -44,6 +44,7 @@ class BuildResult:
     missing: list[str]  # names of requested tiles not in the manifest (at most MISSING_LISTED)
     notes: list[str] = field(default_factory=list)  # said on stderr, e.g. which dataset a short name picked
     missing_count: int = 0  # all of them
+    estimate: object = None  # dry_run: an estimate.BuildEstimate, nothing written
 
 
 def _raw_layout(t: Tile, g: TileGrid, row: dict, sel: Selection, mirror: Mirror, endpoint: Endpoint, vsi: str) -> TileSource:
@@ -216,26 +217,39 @@ def build(
     format: str | None = None,  # noqa: A002 - the CLI's --format
     region: Region | None = None,
     clip: bool = False,
+    dry_run: bool = False,
+    max_tiles: int | None = None,
+    block_size: int = blockindex.BLOCK,
 ) -> BuildResult:
     """Write output (a .vrt), per-zone VRTs beside it when zones differ, and its sidecar folder.
 
-    overview: also fetch decimated rows into local overview GeoTIFFs of each zone VRT (tessvrt.overview);
-    a list of factors instead of True picks the levels.
-
+    An output ending in .gti.gpkg is instead a GDAL GTI index of per-block VRTs (blockindex; GDAL >= 3.9),
+    one per zone when zones differ (stem_utmNN.gti.gpkg, as materialise names per-zone COGs): the form
+    for more than max_tiles tiles, which a .vrt refuses.
     dataset: an npy dataset name (`tessvrt datasets`); source: the bucket layout (datasets.MIRRORS),
     default Source Cooperative's AWS bucket; endpoint replaces only the S3 endpoint. region (Region.from_options:
     a polygon file or a country) replaces bbox/tiles: tiles whose cells its polygon covers in part. clip: the
     VRT's masks also clear pixels whose centres are outside the box or polygon (and materialise keeps that).
     format: npy or zarr (tessvrt.zarrvrt); default npy when the dataset has npy tiles, else zarr.
+    overview: also fetch decimated rows into local overview GeoTIFFs of each zone VRT (tessvrt.overview);
+    a list of factors instead of True picks the levels.
+    dry_run: select and check only (the manifest; no tile read, nothing written): result.estimate says
+    what the build and a full read of it would cost.
+    max_tiles, block_size: the VRT cap (default MAX_TILES) and the GTI's block size in pixels (smaller in tests).
     """
     out = Path(output)
-    if out.suffix.lower() != ".vrt":
-        raise TessvrtError(f"output {out} must end in .vrt")
+    max_tiles = MAX_TILES if max_tiles is None else max_tiles
+    gti = blockindex.is_gti(out)
+    if out.suffix.lower() != ".vrt" and not gti:
+        raise TessvrtError(f"output {out} must end in .vrt (or {blockindex.SUFFIX} for a GTI index of many tiles)")
     if vsi not in ("s3", "curl"):
         raise TessvrtError(f"--vsi {vsi!r} must be s3 or curl")
+    if gti and crs:
+        raise TessvrtError(f"--crs picks the zone a .vrt build warps other zones into; a {blockindex.SUFFIX} build "
+                           "writes one index per zone and warps nothing: drop --crs")
     parent = out.resolve().parent
     check_output_folder(parent, "-o")
-    stem = out.name[:-4]
+    stem = blockindex.stem(out)
     sidecar = out.with_name(stem + SIDECAR_SUFFIX)
     check_name(out, len(f".{out.name}.{os.getpid()}.tessvrt-tmp"), "-o")
     previous = _previous_build(out, sidecar, overwrite)
@@ -245,20 +259,26 @@ def build(
         if region is not None and (region.is_polygon or clip):
             raise TessvrtError("--region, --country and --clip are not supported for Zarr VRTs yet; give --bbox or --tile, "
                                "or use materialise --region/--country/--clip on the Zarr store")
-        if overview:
-            raise TessvrtError("--overview is for npy VRTs (a Zarr VRT reads whole inner chunks); drop --overview "
-                               "or add --format npy where the dataset has npy tiles")
-
+        if overview or dry_run or gti:
+            raise TessvrtError("--overview, --dry-run and -o NAME.gti.gpkg are for npy VRTs, not yet for Zarr VRTs; drop "
+                               "them or add --format npy where the dataset has npy tiles")
         return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(bbox, tiles), dataset=dataset,
                           source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
+    if gti and overview:
+        raise TessvrtError(f"--overview is for .vrt builds; a {blockindex.SUFFIX} build has none yet: drop --overview")
     reg, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint, region=region)
     box = reg.box
     present, missing, wanted = _requested(sel, reg)
-    if len(present) > MAX_TILES:
-        raise TessvrtError(f"{len(present):,} tiles would make about {len(present) * BYTES_PER_TILE / 1e9:,.1f} GB of VRT "
-                           f"that GDAL opens slowly; split the region into builds of at most {MAX_TILES:,} tiles")
+    if len(present) > max_tiles and not gti:
+        raise TessvrtError(f"{len(present):,} tiles would make about {human_bytes(len(present) * BYTES_PER_TILE)} of VRT that "
+                           f"GDAL parses whole on open (at most {max_tiles:,} tiles in one): write a GTI index of per-block "
+                           f"VRTs instead with -o {stem}{blockindex.SUFFIX} (GDAL >= {blockindex.MIN_GDAL}), or split the "
+                           f"region into boxes of at most {max_tiles:,} tiles for older GDAL and QGIS on it")
     if not present:
         raise _no_tiles(sel, reg, wanted, choice.dataset.label, year)
+    if dry_run:
+        return BuildResult(out, {}, sidecar, [t.name for t in present], missing, [choice.note] if choice.note else [],
+                           wanted - len(present), estimate=_estimate(sel, present, box))
     _check_disk(parent, len(present))
     rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
     grids = tile_grids(present)
@@ -273,7 +293,10 @@ def build(
     multi = len(by_zone) > 1 or main_epsg not in by_zone
     scale_bands = max(s.raw.scale_bands for s in sources)
 
-    zone_names = [f"{stem}_{zone_label(e)}.vrt" for e in by_zone] if multi else []
+    if gti:
+        multi = len(by_zone) > 1
+    zone_names = ([blockindex.zone_index_name(stem, e) if gti else f"{stem}_{zone_label(e)}.vrt" for e in by_zone]
+                  if multi else [])
     _check_zone_names(parent, zone_names, previous, overwrite)
     with TargetLock([out]):
         clean_stale(parent, [out])
@@ -282,6 +305,8 @@ def build(
         plan = _Plan(sel, src, mirror, ep, vsi, box, by_zone, main_epsg, multi, sources, missing, wanted - len(sources),
                      scale_bands, choice.note, overview, reg if clip else None)
         try:
+            if gti:
+                return _write_gti_build(tmp, out, sidecar, plan, previous, block_size)
             return _write_build(tmp, out, sidecar, plan, previous)
         except OSError as exc:
             raise TessvrtError(f"cannot write {out} and its {sidecar.name} folder ({exc.strerror or exc}); "
@@ -322,33 +347,90 @@ class _Plan:
     clip: Region | None = None
 
 
-def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dict | None) -> BuildResult:
-    """Every file of the build into tmp, then published together over the previous build of this name."""
-    sel, src, box, by_zone, sources, scale_bands = plan.sel, plan.src, plan.box, plan.by_zone, plan.sources, plan.scale_bands
-    main_epsg, missing, n_missing = plan.main_epsg, plan.missing, plan.n_missing
-    stem, parent = out.name[:-4], out.parent
-    w = _Writer(tmp / sidecar.name, plan.clip)
-    folder = w.folder
+def _write_tiles(w: _Writer, plan: _Plan) -> dict[int, Window]:
+    """Each native tile's raw VRT with its ownership mask on its own zone grid; returns each zone's window."""
     zone_windows: dict[int, Window] = {}
-    # native tiles: raw VRT with an ownership mask on their own zone grid
-    for epsg, zs in by_zone.items():
+    for epsg, zs in plan.by_zone.items():
         owns = ownerships([s.tile for s in zs], [s.grid.window for s in zs])
         for s, own in zip(zs, owns, strict=False):
             g = s.grid
             w.write(f"tiles/{s.tile.name}.vrt", vrt.tile_vrt(s.raw, epsg, g.transform.to_gdal(), w.mask(own, 1)))
-        zone_windows[epsg] = _region_window(epsg, [s.grid.window for s in zs], box)
-        _write_mosaic(w, f"mosaic_{epsg}.vrt", zone_windows[epsg], _native(zs), scale_bands)
+        zone_windows[epsg] = _region_window(epsg, [s.grid.window for s in zs], plan.box)
+    return zone_windows
 
-    metadata = {
+
+def _metadata(plan: _Plan) -> dict[str, str]:
+    """The dataset tags every VRT of a build carries."""
+    sel, missing, n_missing = plan.sel, plan.missing, plan.n_missing
+    return {
         "TESSERA_DATASET": sel.dataset.name,
         "TESSERA_DATASET_VERSION": sel.dataset.version,
         "TESSERA_VARIANT": sel.dataset.variant,
         "TESSERA_YEAR": str(sel.year),
-        "TESSVRT_TILES": ",".join(s.tile.name for s in sources),
+        "TESSVRT_TILES": ",".join(s.tile.name for s in plan.sources),
         "TESSVRT_MISSING_TILES": ",".join(missing) + (f",... ({n_missing:,} in all)" if n_missing > len(missing) else ""),
-        "TESSVRT_SOURCE": src.public,  # no password, signature or token of a --manifest URL
+        "TESSVRT_SOURCE": plan.src.public,  # no password, signature or token of a --manifest URL
         "TESSVRT_VERSION": __version__,
     }
+
+
+def _publish(tmp: Path, out: Path, sidecar: Path, written: list[str], previous: dict | None) -> None:
+    """Publish the sidecar and the written top-level files together; move aside the previous build's per-zone
+    files this one has not written."""
+    parent = out.parent
+    trash = tmp / "previous"
+    trash.mkdir()
+    publish([(tmp / name, parent / name) for name in (sidecar.name, *written)], trash)
+    for old in (previous or {}).get("zones", []):
+        p = parent / str(old.get("vrt", ""))
+        if p.name not in written and p.parent == parent and p.is_file() and not p.is_symlink():
+            os.replace(p, trash / p.name)
+
+
+def _record_clip(record: dict, plan: _Plan) -> None:
+    """A --clip build's polygon in its record: materialise and open_region clip its pixels the same way."""
+    if plan.clip is not None:
+        import shapely
+
+        record["clip"] = {"label": plan.clip.label, "wkb": shapely.to_wkb(plan.clip.clip_shape, output_dimension=2, hex=True)}
+
+
+def _write_gti_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dict | None, size: int) -> BuildResult:
+    """The GTI form (blockindex): tiles as in a VRT build, then per zone aligned block VRTs and a GTI index of them."""
+    w = _Writer(tmp / sidecar.name, plan.clip)
+    zone_windows = _write_tiles(w, plan)
+    metadata = {k: v for k, v in _metadata(plan).items() if k != "TESSVRT_TILES"}  # per block: write_zone_blocks
+    zone_files: dict[int, Path] = {}
+    for epsg, zs in plan.by_zone.items():
+        name = blockindex.zone_index_name(blockindex.stem(out), epsg) if plan.multi else out.name
+        blocks = blockindex.write_zone_blocks(w.write, sidecar.name, epsg, zone_windows[epsg], _native(zs),
+                                              plan.scale_bands, {**metadata, "TESSVRT_ZONE": f"EPSG:{epsg}"}, size)
+        blockindex.write_index(tmp / name, zone_windows[epsg], blocks)
+        zone_files[epsg] = out.with_name(name)
+    w.close()
+    main = plan.main_epsg if plan.main_epsg in zone_files else next(iter(zone_files))
+    record = _record(plan.sel, plan.src.public, plan.mirror, plan.ep, plan.vsi, main, zone_windows[main], zone_windows,
+                     zone_files, plan.sources, plan.missing, plan.n_missing, plan.scale_bands)
+    _record_clip(record, plan)
+    (w.folder / RECORD).write_text(json.dumps({**record, "index": "gti", "block": size}))
+    _publish(tmp, out, sidecar, [p.name for p in zone_files.values()], previous)
+    note = (f"GDAL >= {blockindex.MIN_GDAL} opens {blockindex.SUFFIX} (GTI) indexes; for older GDAL and QGIS on it, build "
+            f"a .vrt of a box of at most {MAX_TILES:,} tiles")
+    return BuildResult(zone_files[main], zone_files, sidecar, [s.tile.name for s in plan.sources], plan.missing,
+                       ([plan.note] if plan.note else []) + [note], plan.n_missing)
+
+
+def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dict | None) -> BuildResult:
+    """Every file of the build into tmp, then published together over the previous build of this name."""
+    box, by_zone, sources, scale_bands = plan.box, plan.by_zone, plan.sources, plan.scale_bands
+    main_epsg, missing, n_missing = plan.main_epsg, plan.missing, plan.n_missing
+    stem = out.name[:-4]
+    w = _Writer(tmp / sidecar.name, plan.clip)
+    folder = w.folder
+    zone_windows = _write_tiles(w, plan)
+    for epsg, zs in by_zone.items():
+        _write_mosaic(w, f"mosaic_{epsg}.vrt", zone_windows[epsg], _native(zs), scale_bands)
+    metadata = _metadata(plan)
     written: dict[str, str] = {}
     zone_vrts: dict[int, Path] = {}
     if plan.multi:
@@ -367,12 +449,9 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
                                             {**metadata, "TESSVRT_ZONE": f"EPSG:{main_epsg}"})
         zone_vrts[main_epsg] = out
     w.close()
-    record = _record(sel, src.public, plan.mirror, plan.ep, plan.vsi, main_epsg, main_window, zone_windows, zone_vrts, sources,
+    record = _record(plan.sel, plan.src.public, plan.mirror, plan.ep, plan.vsi, main_epsg, main_window, zone_windows, zone_vrts, sources,
                      missing, n_missing, scale_bands)
-    if plan.clip is not None:  # materialise and open_region clip this VRT's pixels the same way
-        import shapely
-
-        record["clip"] = {"label": plan.clip.label, "wkb": shapely.to_wkb(plan.clip.clip_shape, output_dimension=2, hex=True)}
+    _record_clip(record, plan)
     if plan.overview:  # local overview GeoTIFFs of each zone VRT, listed in the record (tessvrt.overview)
         from .overview import write_overviews
 
@@ -382,13 +461,7 @@ def _write_build(tmp: Path, out: Path, sidecar: Path, plan: _Plan, previous: dic
     (folder / RECORD).write_text(json.dumps(record))
     for name, text in written.items():
         (tmp / name).write_text(text)
-    trash = tmp / "previous"
-    trash.mkdir()
-    publish([(tmp / name, parent / name) for name in (sidecar.name, *written)], trash)
-    for old in (previous or {}).get("zones", []):  # per-zone VRTs of the previous build that this one has not
-        p = parent / str(old.get("vrt", ""))
-        if p.name not in written and p.parent == parent and p.is_file() and not p.is_symlink():
-            os.replace(p, trash / p.name)
+    _publish(tmp, out, sidecar, list(written), previous)
     return BuildResult(out, zone_vrts, sidecar, [s.tile.name for s in sources], missing, [plan.note] if plan.note else [],
                        n_missing)
 
@@ -403,24 +476,11 @@ def _main_epsg(by_zone: dict[int, list[TileSource]], crs: str | None) -> int:
     return max(by_zone, key=lambda e: (sum(math.cos(math.radians(s.tile.lat)) for s in by_zone[e]), -e))
 
 
-def _sources(window: Window, placed: list[tuple[str, Window, int]]) -> list[vrt.MosaicSource]:
-    """Mosaic sources for (path, source window on this grid, scale bands), clipped to the window."""
-    out = []
-    for path, tw, nscale in placed:
-        part = window.intersection(tw)
-        if part is None:
-            continue
-        sx, sy = tw.offset_of(part)
-        dx, dy = window.offset_of(part)
-        out.append(vrt.MosaicSource(path, nscale, (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
-    return out
-
-
 def _write_mosaic(w: _Writer, name: str, window: Window, placed: list[tuple[str, Window, int]], scale_bands: int) -> None:
     """A mosaic of the placed tiles; past vrt.MOSAIC_BLOCK pixels, a mosaic of blocks/<name>_<k>.vrt."""
     blocks = window.blocks(vrt.MOSAIC_BLOCK)
     if len(blocks) == 1:
-        w.write(name, vrt.mosaic_vrt(window, _sources(window, placed), scale_bands))
+        w.write(name, vrt.mosaic_vrt(window, vrt.mosaic_sources(window, placed), scale_bands))
         return
     (w.folder / "blocks").mkdir(exist_ok=True)  # only big regions have one
     size, across = vrt.MOSAIC_BLOCK, -(-window.width // vrt.MOSAIC_BLOCK)  # blocks are row by row
@@ -432,7 +492,7 @@ def _write_mosaic(w: _Writer, name: str, window: Window, placed: list[tuple[str,
                 reach.setdefault(by * across + bx, []).append(("../" + path, tw, nscale))
     parts = []
     for k in sorted(reach):  # a block no tile reaches stays out: NaN there
-        srcs = _sources(blocks[k], reach[k])
+        srcs = vrt.mosaic_sources(blocks[k], reach[k])
         if srcs:
             parts.append((f"blocks/{name[:-4]}_{k}.vrt", blocks[k]))
             w.write(parts[-1][0], vrt.mosaic_vrt(blocks[k], srcs, scale_bands))
@@ -525,11 +585,30 @@ def _requested(sel: Selection, reg: Region) -> tuple[list[Tile], list[str], int]
     return order, _missing_names(have, reg), reg.count
 
 
+def _estimate(sel: Selection, present: list[Tile], box: BBox | None):  # noqa: ANN202 - an estimate.BuildEstimate
+    """build --dry-run's figures from the manifest alone: tiles, zone windows' pixels, object sizes (a scales
+    size the manifest lacks is the (H, W) float32 one), VRT bytes at BYTES_PER_TILE."""
+    from .estimate import BuildEstimate, Estimate
+
+    grids = tile_grids(present)
+    by_zone: dict[int, list[Window]] = {}
+    for g in grids:
+        by_zone.setdefault(g.epsg, []).append(g.window)
+    pixels = sum(_region_window(e, ws, box).width * _region_window(e, ws, box).height for e, ws in by_zone.items())
+    rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
+    scales = rows["scales_size"].astype(float) if "scales_size" in rows.columns else None
+    fallback = np.array([npy.TYPICAL_HEADER + g.width * g.height * 4 for g in grids], float)
+    remote = rows["grid_size"].astype(float).to_numpy().sum() + (
+        np.where(np.isnan(scales.to_numpy()), fallback, scales.to_numpy()).sum() if scales is not None else fallback.sum())
+    read = Estimate(len(by_zone), len(by_zone), len(present), pixels, vrt.BANDS, int(remote), True, 1)
+    return BuildEstimate(len(present), len(present) * BYTES_PER_TILE, read)
+
+
 def _check_disk(parent: Path, n_tiles: int) -> None:
     need, free = n_tiles * BYTES_PER_TILE, shutil.disk_usage(parent).free
     if need > free:
-        raise TessvrtError(f"not enough free disk space in {parent}: {n_tiles:,} tiles need about {need / 1e9:,.1f} GB of VRT "
-                           f"and {free / 1e9:,.1f} GB are free; free space or choose a smaller region")
+        raise TessvrtError(f"not enough free disk space in {parent}: {n_tiles:,} tiles need about {human_bytes(need)} of VRT "
+                           f"and {human_bytes(free)} are free; free space or choose a smaller region")
 
 
 def _previous_build(out: Path, sidecar: Path, overwrite: bool) -> dict | None:

@@ -57,7 +57,8 @@ def _fail(msg: str, code: int = 1) -> None:
 
 @app.command()
 def build(
-    output: Path = typer.Option(..., "-o", "--output", metavar="FILE.vrt", help="VRT to write, e.g. london.vrt"),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE.vrt", help="VRT to write, e.g. london.vrt; or "
+                                "FILE.gti.gpkg: a GTI index of per-block VRTs (GDAL >= 3.9), the form above 50,000 tiles"),
     year: int = typer.Option(..., metavar="YEAR", help="Embedding year, e.g. 2024"),
     bbox: str | None = typer.Option(None, metavar="W,S,E,N", help="W,S,E,N in degrees, longitude first (--bbox or --tile is required)"),
     tile: list[str] | None = typer.Option(None, metavar="LON,LAT",
@@ -77,6 +78,8 @@ def build(
     region: Path | None = typer.Option(None, metavar="FILE", help=REGION_HELP),
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
     clip: bool = typer.Option(False, "--clip", help="Mask pixels whose centres are outside --bbox/--region/--country"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote bytes, VRT bytes and times from the "
+                                 "manifest; read no tile, write nothing"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox, --tile, --region or --country."""
     from .build import build as run
@@ -89,13 +92,16 @@ def build(
         area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
                   manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite,
-                  overview=overview, format=fmt, region=area, clip=clip)
+                  overview=overview, format=fmt, region=area, clip=clip, dry_run=dry_run)
     except TessvrtError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; nothing was written (run the same command again)", 130)
     for note in res.notes:
         typer.echo(f"tessvrt: {note}", err=True)
+    if res.estimate is not None:
+        typer.echo(res.estimate.line())  # type: ignore[attr-defined]
+        return
     if res.missing_count:
         more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
         typer.echo(f"tessvrt: {res.missing_count:,} tile(s) not in the manifest: "

@@ -44,8 +44,7 @@ class Estimate:
         return self.float32_bytes / (RATE_PER_WORKER * max(self.workers, 1))
 
     def line(self) -> str:
-        s = self.seconds
-        took = f"{s:,.0f} s" if s < 120 else f"{s / 60:,.0f} min" if s < 7200 else f"{s / 3600:,.1f} h"
+        took = _took(self.seconds)
         tiles = f", {self.tiles:,} tiles" if self.tiles is not None else ""
         remote = f"~{human_bytes(self.remote_bytes)} of tiles" if self.remote_exact else \
             f"at most {human_bytes(self.remote_bytes)} of Zarr chunks"
@@ -62,3 +61,30 @@ def estimate(jobs: list[ZoneJob], bands: int, outputs: int, pixels: int | None =
     npy = all(f is not None for f in feet)
     return Estimate(len(jobs), outputs, sum(f[0] for f in feet) if npy else None, px, bands,  # type: ignore[index]
                     sum(f[1] for f in feet) if npy else px * ZARR_BYTES_PER_PIXEL, npy, workers, unit)  # type: ignore[index]
+
+
+# tiles a second `build` writes (tile VRTs, masks, mosaics): ~0.5 s per 1,000 tiles, scripts/bench_build.py
+# (docs/performance.md, "Build").
+BUILD_TILES_PER_S = 2000
+
+
+@dataclass
+class BuildEstimate:
+    """What `build --dry-run` says: the build's own cost (files written, time) and what reading all of it costs."""
+
+    tiles: int
+    sidecar_bytes: int  # VRTs and sidecar, at build.BYTES_PER_TILE
+    read: Estimate  # a full read (materialise to one COG per zone) of what the build covers
+
+    @property
+    def seconds(self) -> float:
+        return self.tiles / BUILD_TILES_PER_S
+
+    def line(self) -> str:
+        return (f"build: {self.tiles:,} tiles, writes ~{human_bytes(self.sidecar_bytes)} of VRTs and sidecar in about "
+                f"{_took(self.seconds)} at {BUILD_TILES_PER_S:,} tiles/s, reading no tile; materialising all of it: "
+                f"{self.read.line()}")
+
+
+def _took(s: float) -> str:
+    return f"{s:,.0f} s" if s < 120 else f"{s / 60:,.0f} min" if s < 7200 else f"{s / 3600:,.1f} h"

@@ -38,8 +38,12 @@ def read_record(vrt_path: str | Path) -> dict:
     p = Path(vrt_path)
     if not p.is_file():
         raise TessvrtError(f"{p} does not exist; pass a VRT written by tessvrt build")
-    stem = p.name[:-4] if p.name.lower().endswith(".vrt") else p.name
-    referenced = _referenced_sidecars(p)
+    from .blockindex import check_index, is_gti
+    from .blockindex import stem as name_stem
+
+    gti = is_gti(p)
+    stem = name_stem(p) if gti or p.name.lower().endswith(".vrt") else p.name
+    referenced = [] if gti else _referenced_sidecars(p)
     candidates = [p.with_name(name) for name in referenced]
     candidates.append(p.with_name(stem + SIDECAR_SUFFIX))
     if "_utm" in stem:  # a per-zone VRT shares the main VRT's folder
@@ -65,7 +69,12 @@ def read_record(vrt_path: str | Path) -> dict:
         except _Bad as exc:
             raise TessvrtError(f"{path} is corrupt ({exc}); rebuild with tessvrt build") from None
         try:
-            check_vrt(p, rec, folder.name)
+            if gti:
+                _need(rec.get("index") == "gti", f"{folder.name}/ holds a VRT build, not a GTI one")
+                problem = check_index(p, rec, folder.name)
+                _need(problem is None, str(problem))
+            else:
+                check_vrt(p, rec, folder.name)
         except _Bad as exc:
             raise TessvrtError(f"{p} does not match its build record ({exc}): it was edited after tessvrt build; "
                                "rebuild it with tessvrt build") from None

@@ -131,6 +131,19 @@ def _mosaic_band(b: int) -> str:
     return f'  <VRTRasterBand dataType="Float32" band="{b + 1}"><NoDataValue>nan</NoDataValue>'
 
 
+def mosaic_sources(window: Window, placed: list[tuple[str, Window, int]]) -> list[MosaicSource]:
+    """Mosaic sources for (path, source window on this grid, scale bands), clipped to the window."""
+    out = []
+    for path, tw, nscale in placed:
+        part = window.intersection(tw)
+        if part is None:
+            continue
+        sx, sy = tw.offset_of(part)
+        dx, dy = window.offset_of(part)
+        out.append(MosaicSource(path, nscale, (sx, sy, part.width, part.height), (dx, dy, part.width, part.height)))
+    return out
+
+
 def mosaic_vrt(window: Window, sources: list[MosaicSource], scale_bands: int) -> Iterator[bytes]:
     """Bands 1-128: the embeddings as stored (Byte); then 1 or 128 scale bands (NaN = no data).
 

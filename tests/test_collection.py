@@ -21,6 +21,8 @@ import rasterio
 from conftest import TESSVRT, assert_same, gdal_read, interpreters, run_cli
 from reference import expected, load_record
 
+from tessvrt.collection.pieces import write_piece
+from tessvrt.collection.target import FolderTarget
 from tessvrt.testing import FaultProxy
 
 pytest.importorskip("distributed")
@@ -143,18 +145,46 @@ def test_killed_job_rerun_fetches_only_the_missing_pieces(cross, s3, tmp_path):
         done = len(_records(out))
         assert 0 < done < res.collection.pieces, done
         assert not (out / "manifest.json").exists()  # the index is written last
-        before = proxy.reads()[0]
+        missing = {t.piece.name for t in _tasks(vrt, proxy.url)} - {_piece_of(r, out) for r in _records(out)}
+        before = len(proxy.log)
         r = run_cli(*args, "--endpoint", proxy.url)
-        rerun = proxy.reads()[0] - before
+        rerun = sorted(e[1:3] for e in proxy.log[before:] if e[1].endswith(".npy"))  # (object, range) of each tile read
     got = json.loads(r.stdout)
-    assert got["pieces_skipped"] >= done and got["pieces_written"] == res.collection.pieces - got["pieces_skipped"]
-    with FaultProxy(s3.url) as proxy:  # the whole run's tile reads, counted the same way
+    assert got["pieces_skipped"] == res.collection.pieces - len(missing) and got["pieces_written"] == len(missing)
+    # the reads of a run of only the missing pieces (write_piece on each, nothing to skip), at the same server
+    with FaultProxy(s3.url) as proxy:
+        only = FolderTarget(tmp_path / "only")
+        only.root.mkdir()
+        todo = [t for t in _tasks(vrt, proxy.url, only) if t.piece.name in missing]
+        assert todo[0].fingerprint == json.loads((out / ".tessvrt" / "run.json").read_text())["fingerprint"]
+        for t in todo:
+            write_piece(t)
+            assert (only.root / t.piece.name).read_bytes() == (single / t.piece.name).read_bytes()
+        needed = sorted(e[1:3] for e in proxy.log if e[1].endswith(".npy"))
+    assert rerun and rerun == needed, (len(rerun), len(needed))
+    with FaultProxy(s3.url) as proxy:  # and fewer than the whole run's
         run_cli(*args[:2], str(tmp_path / "full"), *args[3:], "--endpoint", proxy.url)
         whole = proxy.reads()[0]
-    assert 0 < rerun < whole, (rerun, whole)
+    assert len(rerun) < whole, (len(rerun), whole)
     a, b = files(single), files(out)
     assert [k for k in a if k not in b] == [] and [k for k in a if a[k] != b[k]] == []
     assert not [k for k in b if k not in a]  # no temporaries of the killed run are left
+
+
+def _piece_of(record: Path, root: Path) -> str:
+    return record.relative_to(root / ".tessvrt" / "done").as_posix().removesuffix(".json")
+
+
+def _tasks(vrt: Path, endpoint: str, target: FolderTarget | None = None) -> list:
+    """The collection's piece tasks for the resume test's arguments (OPTS), as materialise plans them."""
+    from tessvrt.cog.profiles import CogProfile
+    from tessvrt.collection.pieces import fingerprint, tasks
+    from tessvrt.materialise import plan
+
+    _, jobs, _ = plan(vrt, "x", None, None, None, None, endpoint)
+    cog = CogProfile("zstd", None, OPTS["blocksize"], OPTS["overviews"])
+    fp = fingerprint(jobs, BANDS, cog, OPTS["piece_size"])
+    return tasks(jobs, BANDS, cog, OPTS["piece_size"], target or FolderTarget(Path("unused")), fp)
 
 
 @pytest.mark.parametrize("case", ["foreign", "other-args", "tif-with-workers", "piece-size"])
@@ -181,6 +211,24 @@ def test_bad_collection_outputs_are_one_line(cross, tmp_path, case):
     assert p.returncode == 1 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert files(tmp_path) == before
+
+
+def test_npy_collection_to_s3_equals_the_folder_run(cross, s3, monkeypatch):
+    """The multi-zone npy region on 2 workers to S3 (moto): every object byte for byte the single-process folder
+    run's (pieces, VRTs, GTIs, manifest), and the run's records beside them."""
+    from tessvrt import materialise
+
+    vrt, single, res = cross
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    s3.client.create_bucket(Bucket="npyout", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    got = materialise(vrt, "s3://npyout/eu/", workers=2, output_endpoint=s3.url, **OPTS)
+    assert got.collection.written == res.collection.pieces and got.collection.skipped == 0
+    keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket="npyout", Prefix="eu/")["Contents"]]
+    b = {k.removeprefix("eu/"): s3.client.get_object(Bucket="npyout", Key=k)["Body"].read() for k in keys}
+    a = files(single)
+    assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == []
+    assert sum(k.endswith(".tif") for k in a) == res.collection.pieces
 
 
 def test_zarr_collection_to_s3_equals_the_folder_run(s3, tmp_path, tmp_path_factory, monkeypatch):

@@ -127,7 +127,7 @@ def _write_indexes(target: FolderTarget | S3Target, zones: list[tuple[str, objec
         biggest = max(pieces, key=lambda p: p.window.width * p.window.height)
         factors = cog.factors(biggest.window.width, biggest.window.height)
         target.write_file(f"{label}.gti.gpkg", lambda path, z=zone, ps=pieces, f=factors:
-                          index.write_gti(path, z, ps, bands, cog, f))  # type: ignore[misc]
+                          index.write_gti(path, z, ps, bands, cog.blocksize, f))  # type: ignore[misc]
         target.write_text(f"{label}.vrt", index.pieces_vrt(zone, pieces, bands, ""))  # type: ignore[arg-type]
         files += [f"{label}.vrt", f"{label}.gti.gpkg"]
     meta = {k: v for k, v in jobs[0].meta.items() if k not in ("TESSVRT_TILES", "TESSVRT_ZONE")}

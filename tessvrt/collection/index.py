@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from xml.sax.saxutils import escape
 
-from ..cog.profiles import CogProfile
 from ..grid import Window
 from ..vrt import band_name
 from .pieces import Piece, PieceResult
@@ -39,7 +38,7 @@ def pieces_vrt(zone: Window, pieces: list[Piece], bands: list[int], prefix: str)
     return "".join(out)
 
 
-def write_gti(path: str, zone: Window, pieces: list[Piece], bands: list[int], cog: CogProfile, factors: list[int]) -> None:
+def write_gti(path: str, zone: Window, pieces: list[Piece], bands: list[int], blocksize: int, factors: list[int]) -> None:
     """A GTI index (GeoPackage, written with pyogrio): one polygon per piece, `location` relative to the index,
     and the mosaic's grid in layer metadata, so GDAL opens no piece to learn the extent, bands or type."""
     import numpy as np
@@ -52,7 +51,7 @@ def write_gti(path: str, zone: Window, pieces: list[Piece], bands: list[int], co
     t = zone.transform
     meta = {"RESX": "10", "RESY": "10", "BAND_COUNT": str(len(bands)), "DATA_TYPE": "Float32", "NODATA": "nan",
             "MINX": repr(t.c), "MAXX": repr(t.c + 10.0 * zone.width), "MINY": repr(t.f - 10.0 * zone.height),
-            "MAXY": repr(t.f), "BLOCKXSIZE": str(cog.blocksize), "BLOCKYSIZE": str(cog.blocksize),
+            "MAXY": repr(t.f), "BLOCKXSIZE": str(blocksize), "BLOCKYSIZE": str(blocksize),
             "SRS": f"EPSG:{zone.epsg}"}
     for i, f in enumerate(factors):
         meta[f"OVERVIEW_{i}_FACTOR"] = str(f)

@@ -37,15 +37,20 @@ class Piece:
 
 def cut(job: ZoneJob, size: int) -> list[Piece]:
     """The pieces of one zone part: aligned size x size cells of the zone grid clipped to its window."""
-    w = job.window
+    return cut_window(job.label, job.window, size, ".tif")
+
+
+def cut_window(label: str, w: Window, size: int, suffix: str) -> list[Piece]:
+    """Aligned size x size cells of a zone grid clipped to w, named {label}/{label}_x{col}_y{row}{suffix}
+    by global cell index (also build's blocks above the tile cap: same ground, same name)."""
     out = []
     top, bottom = w.row0, w.row0 - w.height + 1  # global row indices J (decreasing downwards)
     for q in range(math.floor(top / size), math.floor(bottom / size) - 1, -1):
         r0, r1 = min(top, (q + 1) * size - 1), max(bottom, q * size)
         for p in range(math.floor(w.col0 / size), math.floor((w.col0 + w.width - 1) / size) + 1):
             c0, c1 = max(w.col0, p * size), min(w.col0 + w.width, (p + 1) * size)
-            name = f"{job.label}/{job.label}_x{p:04d}_y{q:04d}.tif"
-            out.append(Piece(job.label, name, Window(w.epsg, c0, r0, c1 - c0, r0 - r1 + 1)))
+            name = f"{label}/{label}_x{p:04d}_y{q:04d}{suffix}"
+            out.append(Piece(label, name, Window(w.epsg, c0, r0, c1 - c0, r0 - r1 + 1)))
     return out
 
 

@@ -57,4 +57,5 @@ def _zarr_info(vrt_path: str | Path, rec: dict, endpoint: str | None, source: st
         "absent_chunks": sum(int(r.get("absent", 0)) for r in refs.values()),
         "remote_bytes": sum(int(r.get("bytes", 0)) for r in refs.values()),
         "source": source, "endpoint": endpoint, "vsi": vsi,
+        "overviews": [],  # build --overview is for npy VRTs
     }

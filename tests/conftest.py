@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessvrt.testing import MotoServer, build_sample, env_with_gdalrc
+from tessvrt.testing import LIVE, MotoServer, _sample_lock, build_sample, env_with_gdalrc
 
 HERE = Path(__file__).parent
 TESSVRT = [sys.executable, "-m", "tessvrt"]
@@ -22,7 +22,16 @@ TESSVRT = [sys.executable, "-m", "tessvrt"]
 
 @pytest.fixture(scope="session")
 def bucket_root(tmp_path_factory) -> Path:
-    return build_sample(tmp_path_factory.mktemp("bucket"))
+    """The sample bucket's files, built once per run: pytest-xdist workers share one folder (the first to
+    take the lock builds it; tests only read it), so a second worker does not pay the build again."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build_sample(tmp_path_factory.mktemp("bucket"))
+    shared = tmp_path_factory.getbasetemp().parent / "bucket"  # the run's folder, above each worker's own
+    with _sample_lock(shared):
+        if not (shared / "built").exists():
+            build_sample(shared)
+            (shared / "built").touch()
+    return shared / LIVE.bucket
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Wall and CPU time of the test suite (or a part of it) in one process (the baseline) and on N pytest-xdist
 workers, measured back to back in this process, with the load average around each run.
 
-    .venv/bin/python scripts/bench_tests.py [--workers 2] [--dist loadgroup] [-- PYTEST-ARGS...]
+    .venv/bin/python scripts/bench_tests.py [--workers 2] [--dist loadfile] [-- PYTEST-ARGS...]
 
 PYTEST-ARGS default to the whole suite; TESSVRT_PY312 and TESSVRT_ORACLE_PY should be set as
 scripts/test.sh sets them. The machine's other load makes wall times noisy: the CPU time (children's
@@ -38,7 +38,7 @@ def run(args: list[str]) -> dict[str, float | int | str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--dist", default="loadgroup")
+    ap.add_argument("--dist", default="loadfile")
     ap.add_argument("pytest_args", nargs="*", help="after --: what pytest runs (default: the whole suite)")
     a = ap.parse_args()
     base = run(a.pytest_args)

@@ -77,7 +77,7 @@ phase "venvs" "$T"
 T=$SECONDS
 .venv/bin/ruff check tessvrt tests scripts
 WORKERS=${PYTEST_WORKERS:-2}
-XDIST=(); [ "$WORKERS" = 0 ] || XDIST=(-n "$WORKERS" --dist loadgroup)
+XDIST=(); [ "$WORKERS" = 0 ] || XDIST=(-n "$WORKERS" --dist loadfile)
 rc=0
 .venv/bin/python -m pytest -q ${XDIST[@]+"${XDIST[@]}"} "$@" || rc=$?
 phase "ruff and pytest" "$T"

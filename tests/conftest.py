@@ -20,18 +20,6 @@ HERE = Path(__file__).parent
 TESSVRT = [sys.executable, "-m", "tessvrt"]
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist's --dist loadgroup (scripts/test.sh): a module whose tests share a module-scoped
-    fixture (a build, a materialised COG, an oracle run, a server) runs on one worker, so that fixture is
-    made once; every other test is dealt out on its own. An explicit xdist_group mark wins."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or item.get_closest_marker("xdist_group"):
-            continue
-        if any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-
 @pytest.fixture(scope="session")
 def bucket_root(tmp_path_factory) -> Path:
     """The sample bucket's files, built once per run: pytest-xdist workers share one folder (the first to

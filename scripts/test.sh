@@ -10,8 +10,9 @@
 # reinstalled (a second run goes straight to the tests). The tests run on 2 pytest-xdist workers
 # (PYTEST_WORKERS, default 2; 0 = one process); pytest arguments pass through (bash scripts/test.sh -k zarr).
 # Needs: python3 (3.11 here), python3.12 (found on PATH, under pyenv's root or the system's; or set
-# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and about 10-15 min on a
-# fresh clone on 2 cores (about 4 min of it the venvs; figures in docs/performance.md, "Test suite").
+# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and time: CI took 30 min before
+# the venvs were built side by side (19 min -> 4 min under load) and the tests ran on workers; the whole run
+# after that is not yet measured on a quiet machine (docs/performance.md, "Test suite").
 # A missing tool stops the run with one line saying what to install; each phase's wall time is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

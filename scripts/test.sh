@@ -2,18 +2,24 @@
 # Install everything the test suite needs on a fresh machine, then run it.
 #  - Debian gdal-bin (GDAL 3.6 CLI tools) and python3-qgis (QGIS 3.22 for /usr/bin/python3)
 #    for the compatibility tests
-#  - .venv: python3 (3.11) + tessvrt + test extras (rasterio wheel = GDAL 3.10)
+#  - .venv: python3 (3.11) + tessvrt + test extras (rasterio wheel = GDAL 3.10; pytest-xdist)
 #  - .venv312: python3.12 + rasterio 1.5 wheel (GDAL 3.12) for the same reads
 #  - .venv313: python3.12 + gdal-wheel 3.13.3 (osgeo bindings, GDAL 3.13) for the npy VRT reads
-#  - .venv-oracle: python3.12 + upstream geotessera 0.11.0 (~1 min, ~1.1 GB), the test oracle that
+#  - .venv-oracle: python3.12 + upstream geotessera 0.11.0 (~1.1 GB), the test oracle that
 #    tests/oracle_geotessera.py drives (TESSVRT_ORACLE_PY)
+# The venvs are built side by side; a venv whose stamp says it already holds what is asked is not
+# reinstalled (a second run goes straight to the tests). The tests run on 2 pytest-xdist workers
+# (PYTEST_WORKERS, default 2; 0 = one process); pytest arguments pass through (bash scripts/test.sh -k zarr).
 # Needs: python3 (3.11 here), python3.12 (found on PATH, under pyenv's root or the system's; or set
-# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and about 15-35 min on 2 cores.
-# A missing tool stops the run with one line saying what to install; the run's wall time is printed.
+# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and time: CI took 30 min before
+# the venvs were built side by side (19 min -> 4 min under load) and the tests ran on workers; the whole run
+# after that is not yet measured on a quiet machine (docs/performance.md, "Test suite").
+# A missing tool stops the run with one line saying what to install; each phase's wall time is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
 die() { echo "scripts/test.sh: error: $*" >&2; exit 1; }
+phase() { echo "scripts/test.sh: $1 took $(( SECONDS - $2 )) s" >&2; }
 command -v python3 >/dev/null 2>&1 || die "no python3 on PATH; install Python 3 (3.11 is what CI uses)"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 apt_install() {
@@ -25,8 +31,6 @@ command -v gdalinfo >/dev/null 2>&1 || apt_install gdal-bin
 command -v gdalinfo >/dev/null 2>&1 || die "gdalinfo is still missing after installing gdal-bin; install it (apt install gdal-bin)"
 /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 \
   || die "/usr/bin/python3 cannot import qgis.core after installing python3-qgis; install it (apt install python3-qgis qgis-providers)"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 # python3.12 wherever it is kept: the pyenv shim on PATH fails under another HOME, so pyenv's root and
 # the usual install folders are searched too
 PY312=""
@@ -40,22 +44,45 @@ done
 and upstream-oracle (geotessera needs Python >= 3.12) tests need it; install Python 3.12 (pyenv install 3.12, apt install \
 python3.12) or set PYTHON312=/path/to/python3.12"
 echo "scripts/test.sh: python3.12 is $PY312" >&2
-if [ -n "$PY312" ]; then
-  [ -x .venv312/bin/python ] || "$PY312" -m venv .venv312
-  .venv312/bin/pip install -q --disable-pip-version-check 'rasterio>=1.5' numpy
-  export TESSVRT_PY312="$PWD/.venv312/bin/python"
-  # GDAL 3.13: PyPI gdal-wheel's osgeo bindings (no rasterio, no Zarr/GTI driver) read the npy VRTs (tests/gdal_read_osgeo.py)
-  [ -x .venv313/bin/python ] || "$PY312" -m venv .venv313
-  .venv313/bin/pip install -q --disable-pip-version-check 'gdal-wheel==3.13.3' numpy
-  export TESSVRT_PY313="$PWD/.venv313/bin/python"
-fi
-if [ -n "$PY312" ]; then
-  [ -x .venv-oracle/bin/python ] || "$PY312" -m venv .venv-oracle
-  .venv-oracle/bin/pip install -q --disable-pip-version-check 'geotessera==0.11.0'
-  export TESSVRT_ORACLE_PY="$PWD/.venv-oracle/bin/python"
-fi
+phase "system tools" "$START"
+
+# --- venvs, built side by side ---------------------------------------------------------------------
+# venv DIR PYTHON PIP-ARGS...: make DIR with PYTHON and pip-install PIP-ARGS into it, in the background
+# (log in DIR.log). Skipped when DIR's stamp holds the same PIP-ARGS and pyproject.toml (a finished
+# install); a failed one leaves no stamp, so the next run installs again.
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+JOBS=()
+venv() {
+  local dir=$1 py=$2; shift 2
+  local want; want="$* $(sha256sum pyproject.toml | cut -c1-16)"
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.tessvrt-stamp" 2>/dev/null)" = "$want" ]; then
+    echo "scripts/test.sh: $dir is up to date" >&2; return
+  fi
+  ( set -e; rm -f "$dir/.tessvrt-stamp"; [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check --no-compile "$@"
+    echo "$want" > "$dir/.tessvrt-stamp" ) > "$LOGS/${dir#.}.log" 2>&1 &
+  JOBS+=("$!:$dir")
+}
+T=$SECONDS
+venv .venv python3 -e '.[test]'
+venv .venv312 "$PY312" 'rasterio>=1.5' numpy
+venv .venv-oracle "$PY312" 'geotessera==0.11.0'
+# Extra venvs go here, one `venv` line each (then export the variable their tests read below).
+# GDAL 3.13: PyPI gdal-wheel's osgeo bindings (no rasterio, no Zarr/GTI driver) read the npy VRTs (tests/gdal_read_osgeo.py)
+venv .venv313 "$PY312" 'gdal-wheel==3.13.3' numpy
+for job in ${JOBS[@]+"${JOBS[@]}"}; do
+  wait "${job%%:*}" || { tail -n 30 "$LOGS/${job#*:.}.log" >&2; die "pip install into ${job#*:} failed (its log's end is above)"; }
+done
+export TESSVRT_PY312="$PWD/.venv312/bin/python" TESSVRT_PY313="$PWD/.venv313/bin/python" TESSVRT_ORACLE_PY="$PWD/.venv-oracle/bin/python"
+phase "venvs" "$T"
+
+T=$SECONDS
 .venv/bin/ruff check tessvrt tests scripts
+WORKERS=${PYTEST_WORKERS:-2}
+XDIST=(); [ "$WORKERS" = 0 ] || XDIST=(-n "$WORKERS" --dist loadfile)
 rc=0
-.venv/bin/python -m pytest -q "$@" || rc=$?
+.venv/bin/python -m pytest -q ${XDIST[@]+"${XDIST[@]}"} "$@" || rc=$?
+phase "ruff and pytest" "$T"
 echo "scripts/test.sh: finished in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s (set-up included), exit $rc" >&2
 exit $rc

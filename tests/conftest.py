@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessvrt.testing import MotoServer, build_sample, env_with_gdalrc
+from tessvrt.testing import LIVE, MotoServer, _sample_lock, build_sample, env_with_gdalrc
 
 HERE = Path(__file__).parent
 TESSVRT = [sys.executable, "-m", "tessvrt"]
@@ -22,7 +22,16 @@ TESSVRT = [sys.executable, "-m", "tessvrt"]
 
 @pytest.fixture(scope="session")
 def bucket_root(tmp_path_factory) -> Path:
-    return build_sample(tmp_path_factory.mktemp("bucket"))
+    """The sample bucket's files, built once per run: pytest-xdist workers share one folder (the first to
+    take the lock builds it; tests only read it), so a second worker does not pay the build again."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build_sample(tmp_path_factory.mktemp("bucket"))
+    shared = tmp_path_factory.getbasetemp().parent / "bucket"  # the run's folder, above each worker's own
+    with _sample_lock(shared):
+        if not (shared / "built").exists():
+            build_sample(shared)
+            (shared / "built").touch()
+    return shared / LIVE.bucket
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +51,9 @@ def gdalrc(s3, tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    # a manifest fetch slower than 2 s (a loaded CI machine) would add "fetching the manifest ..." to output the
+    # tests compare line by line; the tests of that line set it back (test_network)
+    monkeypatch.setenv("TESSVRT_SLOW_STEP", "60")
 
 
 def manifest_path(bucket_root: Path, dataset: str = "v1") -> Path:

@@ -374,6 +374,7 @@ def test_presigned_manifest_url_leaves_no_secret_in_outputs(bucket_root, s3, tmp
 # --- issue 14 item 2: long network steps say what they fetch ---------------------------------
 
 def test_slow_manifest_download_says_what_it_fetches(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSVRT_SLOW_STEP", "2")  # the default (conftest raises it for the other tests)
     with FaultProxy(s3.url, {"delay": 1.0}, delay=3.0) as proxy:
         p = build_ok(proxy.url, tmp_path / "x.vrt", tmp_path / "cache", monkeypatch)
         lines = [ln for ln in p.stderr.splitlines() if "fetching" in ln]

@@ -60,23 +60,6 @@ class BBox:
         j0, j1 = math.floor(self.south * 10 + 1e-9), math.ceil(self.north * 10 - 1e-9)
         return i0, max(i1, i0 + 1), j0, max(j1, j0 + 1)
 
-    def cell_rows(self) -> Iterator[tuple[np.ndarray, int]]:
-        """(i of the selected cells, j) per row of the area, north to south: a box's rows are made as they are
-        asked for (the world is 6.48 M cells), a polygon's come from area_cells."""
-        if self.box is None:
-            return
-        if self.shape is None:
-            i0, i1, j0, j1 = self.box.cells()
-            for j in range(j1 - 1, j0 - 1, -1):
-                yield np.arange(i0, i1, dtype=np.int64), j
-            return
-        ai, aj = self.area_cells
-        if ai.size == 0:
-            return
-        cut = np.flatnonzero(np.diff(aj)) + 1
-        for ii, jj in zip(np.split(ai, cut), np.split(aj, cut), strict=True):
-            yield ii, int(jj[0])
-
     @property
     def count(self) -> int:
         i0, i1, j0, j1 = self.cells()

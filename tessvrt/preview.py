@@ -40,7 +40,10 @@ FIXED = 30  # components as integers of 2**-30: an int8 pixel's dot product with
 # 16,384-pixel product spread over its own threads on top of the colouring pool's was 8x slower (measured, 2 cores)
 _GEMM = 192
 _DIGIT = 10  # those integers cut into three signed 10-bit digits: float32 products summed stay below 2**24
-_IN_FLIGHT = 16  # sample reads started ahead of the one being used
+_IN_FLIGHT = 64  # sample reads started ahead of the one being used (npy: tile rows of ~1 MB each)
+# the sample's fetch threads: its ~1,000 small GETs (one tile row each) wait on latency, not bandwidth; 16 = the
+# S3 client's connection pool (source/s3.py: more threads open and discard connections). 8 -> 16: 2.6 -> 1.7 s
+_SAMPLE_THREADS = 16
 
 
 @dataclass
@@ -214,7 +217,7 @@ def draw_sample(jobs: list[ZoneJob], sources: list[PixelSource], threads: int) -
     """(n, 128) float32 valid pixels of the region's lattice (zone by zone, row-major), and the cell size."""
     cell = cell_size([j.window for j in jobs])
     parts, keys = [], []
-    with Pool(threads, "tessvrt-fetch") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu:
+    with Pool(max(threads, _SAMPLE_THREADS), "tessvrt-fetch") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu:
         for z, (job, src) in enumerate(zip(jobs, sources, strict=True)):
             rows, cols = lattice(job.window.height, cell), lattice(job.window.width, cell)
             reads = _reads(job.spec, job.window, cell)

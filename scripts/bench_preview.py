@@ -1,7 +1,8 @@
 """preview against `materialise --bands 1,2,3` on the same region, in one run (target: <= 1.2x).
 
 Both read every byte of the region's tiles (npy tiles are pixel-interleaved: 3 bands cost the rows of
-all 128); preview also reads its sample lattice first, dequantises all 128 bands and projects them.
+all 128); preview also reads its sample lattice first, then projects each chunk's stored int8 values
+(pixel sources' quantised(): no 128-band float32 array) where materialise dequantises 3 bands.
 A local bucket of 6 realistic tiles at 51.5 N (as bench_materialise), served from 127.0.0.1 by a plain
 range-capable file server in its own process. Runs alternate (materialise, preview, ...) so a change in
 the machine's load hits both; prints each run, the medians, the ratio and the sample's share of bytes.

@@ -25,7 +25,7 @@ from .cog.profiles import RgbProfile
 from .errors import TessvrtError
 from .grid import Window
 from .pixels import NpySpec, PixelSource, ZoneJob
-from .pixels.base import BANDS
+from .pixels.base import BANDS, Quantised
 from .source.s3 import Pool
 
 BLOCK = 32  # a sampled block: one Zarr inner chunk's size
@@ -34,8 +34,16 @@ SAMPLE_TARGET = 32_768  # lattice points at most (16 MB of float32 embeddings): 
 COMPONENTS = 3
 STRETCH = (2.0, 98.0)  # percentiles of each component's sample scores mapped to 1 and 255
 MIN_SAMPLE = 16  # valid sample pixels a fit needs
-_SLICE = 16_384  # pixels coloured at once (a float64 copy of 16 MB)
-_IN_FLIGHT = 16  # sample reads started ahead of the one being used
+_SLICE = 16_384  # pixels coloured at once (a float64 copy of 16 MB; int8 path: 8 MB of float32)
+FIXED = 30  # components as integers of 2**-30: an int8 pixel's dot product with them is exact (docs/preview.md)
+# pixels per matrix product: OpenBLAS stays on the calling thread below m*n*k = 262,144 (192 x 9 x 128); one
+# 16,384-pixel product spread over its own threads on top of the colouring pool's was 8x slower (measured, 2 cores)
+_GEMM = 192
+_DIGIT = 10  # those integers cut into three signed 10-bit digits: float32 products summed stay below 2**24
+_IN_FLIGHT = 64  # sample reads started ahead of the one being used (npy: tile rows of ~1 MB each)
+# the sample's fetch threads: its ~1,000 small GETs (one tile row each) wait on latency, not bandwidth; 16 = the
+# S3 client's connection pool (source/s3.py: more threads open and discard connections). 8 -> 16: 2.6 -> 1.7 s
+_SAMPLE_THREADS = 16
 
 
 @dataclass
@@ -88,6 +96,62 @@ class Pca:
         else:
             list(cpu.map(part, starts))
         return out.reshape(COMPONENTS, h, w)
+
+    def colour_quantised(self, raw: Quantised, cpu: Pool | None = None) -> np.ndarray:
+        """(3, h, w) uint8 of a chunk's stored values: the same rule as colour() but from int8 values and the
+        pixel's one scale, exactly (docs/preview.md): no 128-band float array is made.
+
+        t_k = sum_b q_b * rint(components_kb * 2**30) is an integer below 2**44, computed as float32 matrix
+        products of the int8 values with three 10-bit digits of those integers: every partial sum is an
+        integer below 2**24, so BLAS's order (threads, SIMD) cannot change a bit. score_k = s * t_k * 2**-30
+        - components_k . mean in float64. Pixels of per-band-scale tiles (raw.per_band) take colour()'s rule.
+        """
+        h, w = raw.s.shape
+        out = np.zeros((COMPONENTS, h, w), np.uint8)
+        digits = self._digits()
+        weights = np.array([2.0 ** (2 * _DIGIT), 2.0 ** _DIGIT, 1.0])
+        lo, span = self.lo, np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
+        offset = self.components @ self.mean
+        step = max(1, _SLICE // max(w, 1))
+
+        def part(a: int) -> None:
+            b = min(a + step, h)
+            s = raw.s[a:b].reshape(-1)
+            ok = np.isfinite(s)
+            if not ok.any():
+                return
+            n = s.size
+            x = np.zeros((n + -n % _GEMM, BANDS), np.float32)
+            x[:n] = raw.q[a:b].reshape(-1, BANDS)
+            p = (x.reshape(-1, _GEMM, BANDS) @ digits).reshape(-1, COMPONENTS * 3)[:n]  # 3 digits x 3 comps, exact
+            t = p.reshape(-1, COMPONENTS, 3).astype(np.float64) @ weights  # (n, 3) exact integers
+            score = s.astype(np.float64)[:, None] * t * 2.0 ** -FIXED - offset
+            v = np.clip(np.rint(1.0 + 254.0 * (np.where(ok[:, None], score, lo) - lo) / span), 1, 255)
+            out[:, a:b] = np.where(ok[:, None], v, 0).T.reshape(COMPONENTS, b - a, w)
+
+        starts = range(0, h, step)
+        if cpu is None:
+            for a in starts:
+                part(a)
+        else:
+            list(cpu.map(part, starts))
+        if raw.per_band is not None:
+            own = np.isfinite(raw.per_band).all(axis=0)
+            if own.any():
+                out[:, own] = self.colour(raw.per_band[:, own][:, None, :])[:, 0]
+        return out
+
+    def _digits(self) -> np.ndarray:
+        """(128, 9) float32: column 3k + d is the d-th signed 10-bit digit (most significant first) of
+        rint(components_k * 2**30)."""
+        rest = np.rint(self.components * 2.0 ** FIXED)
+        cols = []
+        for d in (2, 1, 0):
+            unit = 2.0 ** (_DIGIT * d)
+            digit = np.rint(rest / unit)
+            rest = rest - digit * unit
+            cols.append(digit)
+        return np.stack(cols, axis=-1).transpose(1, 0, 2).reshape(BANDS, COMPONENTS * 3).astype(np.float32)
 
     def tags(self) -> dict[str, str]:
         """GeoTIFF tags that let anyone redo the colours (and tests check the fit)."""
@@ -153,7 +217,7 @@ def draw_sample(jobs: list[ZoneJob], sources: list[PixelSource], threads: int) -
     """(n, 128) float32 valid pixels of the region's lattice (zone by zone, row-major), and the cell size."""
     cell = cell_size([j.window for j in jobs])
     parts, keys = [], []
-    with Pool(threads, "tessvrt-fetch") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu:
+    with Pool(max(threads, _SAMPLE_THREADS), "tessvrt-fetch") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu:
         for z, (job, src) in enumerate(zip(jobs, sources, strict=True)):
             rows, cols = lattice(job.window.height, cell), lattice(job.window.width, cell)
             reads = _reads(job.spec, job.window, cell)
@@ -191,8 +255,7 @@ class Coloured:
         return self.inner.fetch(pool, y0, x0, bs, cw, prev)
 
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
-        block = self.inner.chunk(cpu, pending, y0, x0, h, w, list(range(1, BANDS + 1)))
-        rgb = self.pca.colour(block, cpu)
+        rgb = self.pca.colour_quantised(self.inner.quantised(cpu, pending, y0, x0, h, w), cpu)
         return rgb[np.asarray(bands) - 1]
 
     def stats(self) -> Any:

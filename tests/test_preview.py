@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import run_cli
-from reference import expected, load_record
+from reference import _owned, expected, load_record, stored
 
 from tessvrt.cog.check import cog_validate
 from tessvrt.cog.profiles import overview_factors
+from tessvrt.testing import read_tile
 
 QGIS_PYTHON = "/usr/bin/python3"
 
@@ -54,21 +55,30 @@ def doc_pca(zones: list[np.ndarray]) -> dict:
     return {"cell": cell, "n": len(x), "mean": mean, "raw": raw, "components": comp, "lo": lo, "hi": hi}
 
 
-def doc_colour(ref: dict, z: np.ndarray) -> np.ndarray:
+def doc_colour(ref: dict, z: np.ndarray, raw: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The colours of a zone's (128, h, w) float32 reference; raw: its stored (128, h, w) int8 values and
+    (h, w) one-per-pixel valid scales (NaN elsewhere: per-band-scale tiles, no data), coloured exactly from them."""
     flat = z.reshape(128, -1).astype(np.float64)
     ok = np.isfinite(flat).all(axis=0)
     s = ref["components"] @ (np.where(ok, flat, 0) - ref["mean"][:, None])
+    if raw is not None:  # pixels with one scale: s * sum_b q_b * rint(c_kb * 2**30) * 2**-30 - c_k . mean
+        q, sc = raw[0].reshape(128, -1), raw[1].reshape(-1)
+        one = np.isfinite(sc)
+        assert (ok[one]).all()
+        fixed = np.rint(ref["components"] * 2.0 ** 30)  # integers: the float64 product is exact (< 2**53)
+        t = fixed @ q[:, one].astype(np.float64)
+        s[:, one] = sc[one].astype(np.float64) * t * 2.0 ** -30 - (ref["components"] @ ref["mean"])[:, None]
     v = np.clip(np.rint(1 + 254 * (s - ref["lo"][:, None]) / (ref["hi"] - ref["lo"])[:, None]), 1, 255)
     return np.where(ok, v, 0).astype(np.uint8).reshape(3, *z.shape[1:])
 
 
-def check_outputs(files: list[str], refs: list[np.ndarray], random_windows: int = 20) -> dict:
+def check_outputs(files: list[str], refs: list[np.ndarray], raws: list, random_windows: int = 20) -> dict:
     """Every output equals the reference colouring (whole file, random windows through GDAL, overviews)."""
     ref = doc_pca(refs)
     rng = np.random.default_rng(7)
     tags = set()
-    for f, z in zip(files, refs, strict=True):
-        want = doc_colour(ref, z)
+    for f, z, raw in zip(files, refs, raws, strict=True):
+        want = doc_colour(ref, z, raw)
         with rasterio.open(f) as d:
             assert d.count == 3 and d.dtypes == ("uint8",) * 3 and d.nodata == 0
             assert d.descriptions == ("pc1", "pc2", "pc3")
@@ -146,6 +156,24 @@ def npy_refs(bucket_root, vrt: Path) -> list[np.ndarray]:
     return out
 
 
+def npy_raws(bucket_root, vrt: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per zone: the stored int8 values and the one-per-pixel valid scales (NaN: per-band scales, invalid, unowned)."""
+    rec = load_record(vrt)
+    out = []
+    for z in rec["zones"]:
+        w = z["window"]
+        r = {**rec, "tiles": [t for t in rec["tiles"] if t["epsg"] == z["epsg"]]}
+        win = (w["epsg"], w["col0"], w["row0"], w["width"], w["height"])
+        s = np.full(w["height"] * w["width"], np.nan, np.float32)
+        for t, idx, rr, cc in _owned(r, *win):
+            sc = read_tile(bucket_root, t["scales"])
+            if sc.ndim == 2:
+                v = sc[rr, cc]
+                s[idx] = np.where(np.isfinite(v) & (v > 0) & (v < 1.0), v, np.nan)
+        out.append((stored(bucket_root, r, *win), s.reshape(w["height"], w["width"])))
+    return out
+
+
 def test_npy_multizone_equals_reference_pca(vrts, bucket_root, tmp_path):
     out, png = tmp_path / "cross.tif", tmp_path / "cross.png"
     p = run_cli("preview", str(vrts["cross"]), str(out), "--png", str(png), "--json", "--quiet")
@@ -153,7 +181,7 @@ def test_npy_multizone_equals_reference_pca(vrts, bucket_root, tmp_path):
     rec = load_record(vrts["cross"])
     assert res["files"] == [str(tmp_path / f"cross_{z['label']}.tif") for z in rec["zones"]] and len(res["files"]) == 2
     refs = npy_refs(bucket_root, vrts["cross"])
-    ref = check_outputs(res["files"], refs)
+    ref = check_outputs(res["files"], refs, npy_raws(bucket_root, vrts["cross"]))
     assert res["sample_pixels"] == ref["n"] and res["cell"] == ref["cell"]
     # the sample is sparse: a small share of the bytes the stream reads (one 32-row band per cell, 8 rows of it)
     assert 0 < res["sample_bytes"] < 0.5 * 8 / ref["cell"] * res["remote_bytes"] * 4
@@ -169,7 +197,7 @@ def test_library_single_zone_and_sign_convention(vrts, bucket_root, tmp_path, gd
 
     res = preview(vrts["block"], tmp_path / "block.tif", blocksize=256)
     assert res.files == [tmp_path / "block.tif"] and res.png is None
-    check_outputs([str(f) for f in res.files], npy_refs(bucket_root, vrts["block"]))
+    check_outputs([str(f) for f in res.files], npy_refs(bucket_root, vrts["block"]), npy_raws(bucket_root, vrts["block"]))
     # the sign rule makes the fit independent of what the SVD returns for a sample and its negation
     g = np.random.default_rng(3)
     x = g.normal(size=(500, 128)) @ g.normal(size=(128, 128))
@@ -228,7 +256,7 @@ def test_same_values_same_colour_across_zones(vrts, bucket_root, tmp_path):
     with rasterio.open(res["files"][0]) as d:
         pca = json.loads(d.tags()["TESSVRT_PCA"])
     rule = {k: np.array(pca[k]) for k in ("components", "mean", "lo", "hi")}
-    np.testing.assert_array_equal(doc_colour(rule, refs[1]), got[1])
+    np.testing.assert_array_equal(doc_colour(rule, refs[1], npy_raws(bucket_root, vrts["cross"])[1]), got[1])
 
 
 def test_bad_input_is_one_line(vrts, tmp_path):
@@ -279,7 +307,7 @@ def zarr_store(s3, tmp_path_factory) -> Path:
     return store
 
 
-def zarr_refs(store: Path, files: list[str]) -> list[np.ndarray]:
+def zarr_refs(store: Path, files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     from tessvrt.zarrsample import ZONES, reference
 
     spec = {s.zone: s for s in ZONES}
@@ -290,8 +318,17 @@ def zarr_refs(store: Path, files: list[str]) -> list[np.ndarray]:
         zone = epsg % 100
         top = t.f - (10_000_000 if epsg >= 32700 else 0)  # the store's south is on the north EPSG
         r, c = round((spec[zone].oy - top) / 10), round((t.c - spec[zone].ox) / 10)
-        out.append(reference(store, zone, 2024, slice(r, r + h), slice(c, c + w))[0])
+        out.append(reference(store, zone, 2024, slice(r, r + h), slice(c, c + w)))
     return out
+
+
+def zarr_raw(x: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored int8 values behind float32 x = q * s (exact: rint(x / s)) and the valid scales (NaN elsewhere)."""
+    ok = np.isfinite(s) & (s > 0) & (s < 1.0) & np.isfinite(x).all(axis=0)
+    sv = np.where(ok, s, np.nan).astype(np.float32)
+    q = np.rint(np.where(ok, x, 0) / np.where(ok, s, 1).astype(np.float64))
+    assert np.abs(q).max() <= 128
+    return q, sv
 
 
 def test_zarr_zones_and_equator_equal_reference_pca(zarr_store, s3, tmp_path):
@@ -300,8 +337,9 @@ def test_zarr_zones_and_equator_equal_reference_pca(zarr_store, s3, tmp_path):
                 "--endpoint", s3.url, "--png", str(png), "--blocksize", "64", "--json", "-q")
     res = json.loads(p.stdout)
     assert [Path(f).name for f in res["files"]] == ["z_utm31n.tif", "z_utm31s.tif", "z_utm32n.tif", "z_utm32s.tif"]
-    refs = zarr_refs(zarr_store, res["files"])
-    ref = check_outputs(res["files"], refs)
+    both = zarr_refs(zarr_store, res["files"])
+    refs = [x for x, _ in both]
+    ref = check_outputs(res["files"], refs, [zarr_raw(x, s) for x, s in both])
     assert res["sample_pixels"] == ref["n"]
     invalid = sum((~np.isfinite(z).all(axis=0)).sum() for z in refs) / sum(z[0].size for z in refs)
     check_png(png, invalid)

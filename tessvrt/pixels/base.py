@@ -31,13 +31,29 @@ class Stats:
                      sorted(set(self.missing) | set(other.missing)), self.not_written + other.not_written)
 
 
+@dataclass
+class Quantised:
+    """A chunk's stored values before dequantisation, for consumers that can use them directly (preview).
+
+    q: (h, w, 128) int8, any strides (a Zarr chunk is a band-major view); meaningless where s is NaN.
+    s: (h, w) float32, the pixel's one scale where it is valid and the pixel is read, NaN elsewhere.
+    per_band: None, or (128, h, w) float32 dequantised values of the pixels whose tile has one scale per
+    band (npy (H, W, 128) scales; their s is NaN), NaN elsewhere.
+    """
+
+    q: np.ndarray
+    s: np.ndarray
+    per_band: np.ndarray | None = None
+
+
 class PixelSource(Protocol):
     """The pixels of one output window of a zone grid (npy tiles or Zarr chunks).
 
     check() verifies the source objects before any pixel is written (bytes read). fetch() starts
     reading output rows [y0, y0+bs) x columns [x0, x0+cw) (clipped to the window) without waiting
     (prev: the previous chunk's handle in the same block row, for reuse); chunk() waits and returns
-    (bands, h, w) float32 with NaN where there is no valid pixel.
+    (bands, h, w) float32 with NaN where there is no valid pixel; quantised() instead of chunk() returns
+    the same pixels as stored int8 values and scales (read once: a pending read is for one of them).
     """
 
     def check(self, threads: int) -> int: ...
@@ -46,6 +62,8 @@ class PixelSource(Protocol):
 
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int,
               bands: list[int]) -> np.ndarray: ...
+
+    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> Quantised: ...
 
     def stats(self) -> Stats: ...
 
@@ -81,11 +99,19 @@ class _Nothing:
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
         return np.full((len(bands), h, w), np.nan, np.float32)
 
+    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> Quantised:
+        return nothing(h, w)
+
     def stats(self) -> Stats:
         return Stats()
 
     def close(self, wait: bool = True) -> None:
         pass
+
+
+def nothing(h: int, w: int) -> Quantised:
+    """An all-no-data Quantised chunk."""
+    return Quantised(np.zeros((h, w, BANDS), np.int8), np.full((h, w), np.nan, np.float32))
 
 
 def open_source(spec: Spec, win: Window) -> PixelSource:

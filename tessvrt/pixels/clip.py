@@ -14,7 +14,7 @@ import numpy as np
 
 from ..grid import Window
 from ..source.s3 import Pool
-from .base import Spec, Stats, ZoneJob, open_source
+from .base import Quantised, Spec, Stats, ZoneJob, nothing, open_source
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,18 @@ class ClippedPixels:
         if not k.all():
             out[:, ~k] = np.nan
         return out
+
+    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> Quantised:
+        keep, inner = pending
+        if inner is None:
+            return nothing(h, w)
+        res = self.inner.quantised(cpu, inner, y0, x0, h, w)
+        k = keep[:h, :w]
+        if not k.all():
+            res.s = np.where(k, res.s, np.float32(np.nan))
+            if res.per_band is not None:
+                res.per_band[:, ~k] = np.nan
+        return res
 
     def stats(self) -> Stats:
         return self.inner.stats()

@@ -18,7 +18,7 @@ from ..errors import MissingObject, TessvrtError
 from ..grid import Ownership, Tile, TileGrid, Window, ownerships
 from ..source import npy
 from ..source.s3 import Endpoint, Pool, S3Location, fetch_range
-from .base import BANDS, Stats, ZoneJob
+from .base import BANDS, Quantised, Stats, ZoneJob
 
 
 @dataclass(frozen=True)
@@ -299,8 +299,27 @@ class NpyPixels:
         out = np.full((len(bands), h, w), np.nan, np.float32)
         sel = None if bands == list(range(1, BANDS + 1)) else np.asarray(bands) - 1
         list(cpu.map(lambda tr: _dequantise_into(out, tr, self.win, y0, x0, sel), cur))
-        self.remote_bytes += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
+        self._count(cur, x0)
         return out
+
+    def quantised(self, cpu: Pool, cur: list[_TileRows], y0: int, x0: int, h: int, w: int) -> Quantised:
+        """The chunk's owned int8 values and one-per-pixel scales (per-band-scale tiles: dequantised)."""
+        res = Quantised(np.zeros((h, w, BANDS), np.int8), np.full((h, w), np.nan, np.float32))
+        if any(tr.tile.scale_bands != 1 for tr in cur):
+            res.per_band = np.full((BANDS, h, w), np.nan, np.float32)
+
+        def one(tr: _TileRows) -> None:
+            if tr.tile.scale_bands != 1:
+                _dequantise_into(res.per_band, tr, self.win, y0, x0, None)  # type: ignore[arg-type]
+            else:
+                _copy_into(res, tr, self.win, y0, x0)
+
+        list(cpu.map(one, cur))
+        self._count(cur, x0)
+        return res
+
+    def _count(self, cur: list[_TileRows], x0: int) -> None:
+        self.remote_bytes += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
 
     def stats(self) -> Stats:
         return Stats(remote_bytes=self.remote_bytes, missing=sorted({t.name for t in self.tiles} & self.src.missing))
@@ -320,6 +339,41 @@ def _get(src: _Source, loc: S3Location, start: int, length: int, total: int, til
         src.missing.add(tile)
         return None
     return np.frombuffer(body, dtype=dtype).reshape(shape)
+
+
+def _owned_part(tr: _TileRows, win: Window, y0: int, x0: int, h: int, w: int) -> tuple | None:
+    """What of tile rows tr lands in the chunk at output (x0, y0) of size (h, w): tile rows, columns,
+    chunk row and column of their first pixel, and the ownership mask; None when nothing."""
+    t = tr.tile
+    tx, ty = win.offset_of(t.window)
+    r_lo, r_hi = max(y0 - ty, tr.r0), min(y0 + h - ty, tr.r0 + tr.emb.result().shape[0])  # tile rows in this chunk
+    c0, c1 = max(x0 - tx, 0), min(x0 + w - tx, t.width)  # tile columns in this chunk
+    if r_hi <= r_lo or c1 <= c0:
+        return None
+    owned = t.own.mask(slice(r_lo, r_hi), slice(c0, c1))  # type: ignore[union-attr]
+    return (r_lo, r_hi), (c0, c1), ty + r_lo - y0, tx + c0 - x0, owned
+
+
+def _copy_into(res: Quantised, tr: _TileRows, win: Window, y0: int, x0: int) -> None:
+    """Copy the int8 values and valid scales of the pixels this tile owns into res (one scale per pixel)."""
+    emb, sc = tr.emb.result(), tr.scales.result()
+    if emb is None or sc is None:  # a gone object, allowed: its pixels stay no data
+        return
+    part = _owned_part(tr, win, y0, x0, *res.s.shape)
+    if part is None:
+        return
+    (r_lo, r_hi), (c0, c1), oy, ox, owned = part
+    rows = slice(oy, oy + r_hi - r_lo)
+    cols = slice(ox, ox + c1 - c0)
+    s = sc[r_lo - tr.r0:r_hi - tr.r0, c0:c1]
+    s = np.where(scales.valid(s), s, np.float32(np.nan))
+    e = emb[r_lo - tr.r0:r_hi - tr.r0, c0:c1]
+    if owned.all():
+        res.q[rows, cols] = e
+        res.s[rows, cols] = s
+    else:
+        np.copyto(res.q[rows, cols], e, where=owned[:, :, None])
+        np.copyto(res.s[rows, cols], s, where=owned)
 
 
 def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, x0: int, sel: np.ndarray | None) -> None:

@@ -20,7 +20,7 @@ from ..grid import Window, zone_label
 from ..scales import dequantise_into, valid
 from ..source.s3 import Pool
 from ..zarrstore import TesseraStore, ZoneGroup, open_store, region_windows
-from .base import BANDS, Stats, ZoneJob
+from .base import BANDS, Quantised, Stats, ZoneJob, nothing
 
 _OPEN: OrderedDict[str, TesseraStore] = OrderedDict()  # token -> store opened in this process
 _OPEN_LOCK = threading.Lock()
@@ -139,11 +139,34 @@ class ZarrPixels:
 
         A valid scale over an absent embeddings chunk or shard (upstream writes embeddings after scales;
         the fill value would read as 0.0 in every band) is NaN and counted in not_written."""
-        emb_f, sc_f, rs, cs, absent = pending
         out = np.full((len(bands), h, w), np.nan, np.float32)
+        got = self._read(pending, y0, x0, h, w)
+        if got is not None:
+            emb, sc, oy, ox = got
+            dequantise_into(cpu, out[:, oy:oy + sc.shape[0], ox:ox + sc.shape[1]], emb, sc, bands)
+        return out
+
+    def quantised(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int) -> Quantised:
+        """The chunk's int8 values (a band-major view when the grid covers it) and valid scales, NaN elsewhere."""
+        got = self._read(pending, y0, x0, h, w)
+        if got is None:
+            return nothing(h, w)
+        emb, sc, oy, ox = got
+        s = np.where(valid(sc), sc, np.float32(np.nan))
+        if sc.shape == (h, w):
+            return Quantised(np.moveaxis(emb, 0, -1), s)
+        res = nothing(h, w)
+        res.q[oy:oy + sc.shape[0], ox:ox + sc.shape[1]] = np.moveaxis(emb, 0, -1)
+        res.s[oy:oy + sc.shape[0], ox:ox + sc.shape[1]] = s
+        return res
+
+    def _read(self, pending: tuple, y0: int, x0: int, h: int, w: int) -> tuple | None:
+        """(int8 (128, hh, ww), scales (hh, ww) with not-written pixels NaN, chunk offsets) once read and counted;
+        None beyond the grid."""
+        emb_f, sc_f, rs, cs, absent = pending
         if emb_f is None:
             self.counts.outside += h * w
-            return out
+            return None
         emb, sc = emb_f.result()[0], sc_f.result()[0]
         oy, ox = rs.start - (self.row0 + y0), cs.start - (self.col0 + x0)
         self.counts.outside += h * w - sc.size
@@ -155,8 +178,7 @@ class ZarrPixels:
             gone &= valid(sc)
             self.counts.not_written += int(gone.sum())
             sc = np.where(gone, np.float32(np.nan), sc)
-        dequantise_into(cpu, out[:, oy:oy + sc.shape[0], ox:ox + sc.shape[1]], emb, sc, bands)
-        return out
+        return emb, sc, oy, ox
 
 
 def zarr_jobs(dataset: str, bbox: str | tuple[float, float, float, float], year: int, source: str | None = None,

@@ -9,7 +9,8 @@
 #    tests/oracle_geotessera.py drives (TESSVRT_ORACLE_PY)
 # The venvs are built side by side; a venv whose stamp says it already holds what is asked is not
 # reinstalled (a second run goes straight to the tests). The tests run on 2 pytest-xdist workers
-# (PYTEST_WORKERS, default 2; 0 = one process); pytest arguments pass through (bash scripts/test.sh -k zarr).
+# (PYTEST_WORKERS, default 2; 0 = one process), after the timing-sensitive tests (marker serial) alone;
+# pytest arguments pass through (bash scripts/test.sh -k zarr).
 # Needs: python3 (3.11 here), python3.12 (found on PATH, under pyenv's root or the system's; or set
 # PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and time: CI took 30 min before
 # the venvs were built side by side (19 min -> 4 min under load) and the tests ran on workers; the whole run
@@ -82,7 +83,12 @@ T=$SECONDS
 WORKERS=${PYTEST_WORKERS:-2}
 XDIST=(); [ "$WORKERS" = 0 ] || XDIST=(-n "$WORKERS" --dist loadfile)
 rc=0
-.venv/bin/python -m pytest -q ${XDIST[@]+"${XDIST[@]}"} "$@" || rc=$?
+# Two phases: the tests marked serial (deadlines and signal timings measured in seconds: tests/conftest.py
+# SERIAL) alone in one process first, then the rest on the workers. Exit 5 = nothing selected (e.g. -k).
+run_pytest() { local r=0; .venv/bin/python -m pytest -q --durations=15 "$@" || r=$?; [ "$r" = 5 ] || [ "$r" = 0 ] || rc=$r; }
+run_pytest -m serial "$@"
+phase "serial tests" "$T"
+run_pytest ${XDIST[@]+"${XDIST[@]}"} -m "not serial" "$@"
 phase "ruff and pytest" "$T"
 echo "scripts/test.sh: finished in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s (set-up included), exit $rc" >&2
 exit $rc

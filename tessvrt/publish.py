@@ -69,16 +69,16 @@ class TargetLock:
     def __enter__(self) -> TargetLock:
         try:
             for t in self.targets:
-                lock = t.with_name(f".{t.name}.lock{TMP_MARK}")
-                self._claim(lock, t)
-                self._held.append(lock)
+                self._claim(t.with_name(f".{t.name}.lock{TMP_MARK}"), t, self._held)
         except BaseException:
             self.__exit__()
             raise
         return self
 
     @staticmethod
-    def _claim(lock: Path, target: Path) -> None:
+    def _claim(lock: Path, target: Path, held: list[Path]) -> None:
+        """Make lock holding our pid and add it to held. A signal is handled as soon as a call returns, so a
+        Ctrl-C/SIGTERM during os.open or the write surfaces inside these try blocks: the file made is removed."""
         for _ in range(2):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -92,13 +92,21 @@ class TargetLock:
                                        "or choose another output") from None
                 lock.unlink(missing_ok=True)  # left by a run that is gone
                 continue
+            except BaseException:  # KeyboardInterrupt (SIGTERM too), or start-up's SystemExit
+                _remove_unwritten(lock)
+                raise
             try:
                 with os.fdopen(fd, "w") as f:
                     f.write(str(os.getpid()))  # written on close: ENOSPC shows there
+                held.append(lock)  # from here __exit__ removes it
             except OSError as exc:
                 lock.unlink(missing_ok=True)  # an empty lock would read as "no pid": never left behind
                 raise TessvrtError(f"cannot write the lock file {lock} ({exc.strerror or exc}); free disk space in "
                                    f"{lock.parent} or choose another output") from None
+            except BaseException:
+                if lock not in held:
+                    lock.unlink(missing_ok=True)
+                raise
             return
         raise TessvrtError(f"cannot lock {target} (lock file {lock} keeps reappearing); choose another output")
 
@@ -106,6 +114,16 @@ class TargetLock:
         for lock in self._held:
             lock.unlink(missing_ok=True)
         self._held.clear()
+
+
+def _remove_unwritten(lock: Path) -> None:
+    """The lock an interrupted os.open may have made: empty, or ours (another run's holds its own pid)."""
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return
+    if text in ("", str(os.getpid())):
+        lock.unlink(missing_ok=True)
 
 
 def publish(moves: list[tuple[Path, Path]], trash: Path) -> None:

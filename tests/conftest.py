@@ -48,6 +48,17 @@ def gdalrc(s3, tmp_path_factory) -> Path:
     return path
 
 
+# Modules whose tests assert deadlines and signal timings in seconds: scripts/test.sh runs them (marker serial)
+# in one process before the rest run on xdist workers, so another worker's load cannot stretch them.
+SERIAL = {"test_network.py", "test_safety.py"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.name in SERIAL:
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TESSVRT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

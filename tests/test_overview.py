@@ -189,6 +189,7 @@ def test_overview_build_that_fails_writes_nothing(s3, bucket_root, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.serial  # exits within 5 s: scripts/test.sh runs it alone
 def test_interrupted_overview_build_leaves_nothing(s3, tmp_path):
     """Ctrl-C while the overview's rows are fetched: exit 130 within seconds, no VRT, no sidecar, no temporary."""
     import signal

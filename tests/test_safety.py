@@ -307,3 +307,29 @@ def test_aws_endpoint_url_in_the_environment_is_not_followed(s3, tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 1 and "amazonaws.com" in p.stderr and "127.0.0.1" not in p.stderr, p.stderr
     assert not (tmp_path / "x.vrt").exists()
+
+
+@pytest.mark.parametrize("phase", ["open", "write"])
+def test_lock_interrupted_as_it_is_made_leaves_nothing(tmp_path, monkeypatch, phase):
+    # a signal is handled as soon as os.open (or the pid's write) returns: the lock file it made must go with it
+    # (seen on a loaded CI machine: SIGTERM during build left .big.vrt.lock.tessvrt-tmp)
+    from tessvrt import publish
+
+    real_open, real_fdopen = os.open, os.fdopen
+
+    def open_then_interrupt(*a, **k):
+        os.close(real_open(*a, **k))
+        raise KeyboardInterrupt
+
+    def fdopen_then_interrupt(fd, *a, **k):
+        with real_fdopen(fd, *a, **k) as f:
+            f.write(str(os.getpid()))
+        raise KeyboardInterrupt
+
+    if phase == "open":
+        monkeypatch.setattr(publish.os, "open", open_then_interrupt)
+    else:
+        monkeypatch.setattr(publish.os, "fdopen", fdopen_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), publish.TargetLock([tmp_path / "x.tif"]):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -256,13 +256,14 @@ def build(
     if datasets.build_format(dataset, format) == "zarr":
         from .zarrvrt import build_zarr
 
-        if region is not None and (region.is_polygon or clip):
+        if clip or (region is not None and region.is_polygon):
             raise TessvrtError("--region, --country and --clip are not supported for Zarr VRTs yet; give --bbox or --tile, "
                                "or use materialise --region/--country/--clip on the Zarr store")
         if overview or dry_run or gti:
             raise TessvrtError("--overview, --dry-run and -o NAME.gti.gpkg are for npy VRTs, not yet for Zarr VRTs; drop "
                                "them or add --format npy where the dataset has npy tiles")
-        return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(bbox, tiles), dataset=dataset,
+        area = region if region is not None else Region.from_options(bbox=bbox, tiles=tiles)
+        return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(area), dataset=dataset,
                           source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
     if gti and overview:
         raise TessvrtError(f"--overview is for .vrt builds; a {blockindex.SUFFIX} build has none yet: drop --overview")
@@ -315,13 +316,12 @@ def build(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _lonlat_box(bbox: str | BBox | None, tiles: list | None) -> tuple[float, float, float, float]:
-    """The lon/lat box a Zarr build reads: --bbox, else the box around the --tile cells."""
-    box = BBox.parse(bbox) if isinstance(bbox, str) else bbox
-    picked = [parse_tile(t) if isinstance(t, str) else t for t in tiles or []]
-    if box is None and not picked:
+def _lonlat_box(area: Region | None) -> tuple[float, float, float, float]:
+    """The lon/lat box a Zarr build reads: the region's box and the box around its --tile cells."""
+    if area is None:
         raise TessvrtError("nothing selected: give --bbox W,S,E,N or --tile LON,LAT")
-    bounds = [t.bounds for t in picked] + ([(box.west, box.south, box.east, box.north)] if box else [])
+    box = area.box
+    bounds = [t.bounds for t in area.tiles] + ([(box.west, box.south, box.east, box.north)] if box else [])
     return (min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds), max(b[3] for b in bounds))
 
 
@@ -594,7 +594,7 @@ def _estimate(sel: Selection, present: list[Tile], box: BBox | None):  # noqa: A
     by_zone: dict[int, list[Window]] = {}
     for g in grids:
         by_zone.setdefault(g.epsg, []).append(g.window)
-    pixels = sum(_region_window(e, ws, box).width * _region_window(e, ws, box).height for e, ws in by_zone.items())
+    pixels = sum(w.width * w.height for w in (_region_window(e, ws, box) for e, ws in by_zone.items()))
     rows = sel.rows.loc[[(t.lon_i, t.lat_i) for t in present]]
     scales = rows["scales_size"].astype(float) if "scales_size" in rows.columns else None
     fallback = np.array([npy.TYPICAL_HEADER + g.width * g.height * 4 for g in grids], float)

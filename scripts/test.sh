@@ -81,14 +81,28 @@ phase "venvs" "$T"
 T=$SECONDS
 .venv/bin/ruff check tessvrt tests scripts
 WORKERS=${PYTEST_WORKERS:-2}
-XDIST=(); [ "$WORKERS" = 0 ] || XDIST=(-n "$WORKERS" --dist loadfile)
+# Two lanes: the tests marked serial (deadlines and signal timings measured in seconds: tests/conftest.py SERIAL;
+# they mostly wait on stalled servers and timers) in one process at normal priority, beside the rest on xdist
+# workers at nice 19, so the workers' load takes CPU only when the timed lane leaves it (the kernel's weights:
+# 1024 against 15). Exit 5 = nothing selected (e.g. -k). PYTEST_WORKERS=0: both lanes one after the other in one
+# process each.
 rc=0
-# Two phases: the tests marked serial (deadlines and signal timings measured in seconds: tests/conftest.py
-# SERIAL) alone in one process first, then the rest on the workers. Exit 5 = nothing selected (e.g. -k).
-run_pytest() { local r=0; .venv/bin/python -m pytest -q --durations=15 "$@" || r=$?; [ "$r" = 5 ] || [ "$r" = 0 ] || rc=$r; }
-run_pytest -m serial "$@"
-phase "serial tests" "$T"
-run_pytest ${XDIST[@]+"${XDIST[@]}"} -m "not serial" "$@"
+pytest_rc() { local r=$1; [ "$r" = 5 ] || [ "$r" = 0 ] || rc=$r; }
+if [ "$WORKERS" = 0 ]; then
+  r=0; .venv/bin/python -m pytest -q --durations=15 -m serial "$@" || r=$?; pytest_rc "$r"
+  r=0; .venv/bin/python -m pytest -q --durations=15 -m "not serial" "$@" || r=$?; pytest_rc "$r"
+else
+  ( r=0; .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 -m serial "$@" > "$LOGS/serial.out" 2>&1 || r=$?
+    echo "$r" > "$LOGS/serial.rc" ) &
+  SERIAL_PID=$!
+  r=0; nice -n 19 .venv/bin/python -m pytest -q --durations=15 -n "$WORKERS" --dist loadfile -m "not serial" "$@" || r=$?
+  pytest_rc "$r"
+  phase "workers' tests" "$T"
+  wait "$SERIAL_PID" || true
+  echo "scripts/test.sh: the serial lane (tests marked serial, run beside the workers):" >&2
+  cat "$LOGS/serial.out"
+  pytest_rc "$(cat "$LOGS/serial.rc" 2>/dev/null || echo 1)"
+fi
 phase "ruff and pytest" "$T"
 echo "scripts/test.sh: finished in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s (set-up included), exit $rc" >&2
 exit $rc

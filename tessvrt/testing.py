@@ -154,16 +154,16 @@ def free_port() -> int:
 class MotoServer:
     """moto's standalone S3 server on 127.0.0.1, loaded with a bucket folder, anonymous reads allowed."""
 
+    module = "tessvrt.s3server"  # moto.server, plain ranged GETs read in place (stock: "moto.server")
+
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> MotoServer:
-        exe = Path(sys.executable).with_name("moto_server")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
         self.proc = subprocess.Popen(
-            [*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 30

@@ -30,7 +30,9 @@ try:
 except ValueError:  # imported outside the main thread (not as the CLI): leave the process's handlers alone
     pass
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import typer  # noqa: E402
@@ -53,6 +55,20 @@ BANDS_HELP = ("1-based, as GDAL numbers bands: band 1 is embedding_000, upstream
 def _fail(msg: str, code: int = 1) -> None:
     typer.echo(f"tessvrt: error: {msg}", err=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _reported(interrupted: str | None = None) -> Iterator[None]:
+    """A library error as its one line (exit 1); Ctrl-C or SIGTERM as `interrupted` (exit 130; without it,
+    main's plain "interrupted"), never a traceback."""
+    try:
+        yield
+    except TessvrtError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        _fail(interrupted, 130)
 
 
 @app.command()
@@ -88,15 +104,11 @@ def build(
     from .source.s3 import public_url
 
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
-    try:
+    with _reported("interrupted; nothing was written (run the same command again)"):
         area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
                   manifest=manifest, endpoint=endpoint, vsi=vsi, crs=crs, overwrite=overwrite,
                   overview=overview, format=fmt, region=area, clip=clip, dry_run=dry_run)
-    except TessvrtError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was written (run the same command again)", 130)
     for note in res.notes:
         typer.echo(f"tessvrt: {note}", err=True)
     if res.estimate is not None:
@@ -168,16 +180,12 @@ def materialise(
     _check_materialise_args(vrt, output, dataset, bbox, year)
     if quiet:
         set_progress(None)  # no "fetching ..." lines either
-    try:
+    with _reported("interrupted; no output was written (run the same command again to restart)"):
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, bands=bands, compress=compress,
                   level=level, blocksize=blocksize, overviews=overviews, overwrite=overwrite, endpoint=endpoint,
                   progress=None if quiet else progress_printer(), allow_missing=allow_missing, workers=workers,
                   dask=dask, piece_size=piece_size, output_endpoint=output_endpoint,
                   dry_run=dry_run, region=region, country=country, clip=clip)
-    except TessvrtError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; no output was written (run the same command again to restart)", 130)
     if res.missing:
         typer.echo(f"tiles gone from the bucket, written as NaN: {', '.join(res.missing)}", err=True)
     if res.estimate is not None:
@@ -262,14 +270,10 @@ def preview(
     _check_materialise_args(vrt, output, dataset, bbox, year, "preview")
     if quiet:
         set_progress(None)
-    try:
+    with _reported("interrupted; no output was written (run the same command again to restart)"):
         res = run(vrt, output, dataset=dataset, bbox=bbox, year=year, source=source, png=png, blocksize=blocksize,
                   overwrite=overwrite, endpoint=endpoint, progress=None if quiet else progress_printer(),
                   allow_missing=allow_missing, region=region, country=country, clip=clip)
-    except TessvrtError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; no output was written (run the same command again to restart)", 130)
     if as_json:
         typer.echo(json.dumps({"files": [str(p) for p in res.files], "png": str(res.png) if res.png else None,
                                "bytes": res.bytes_written, "seconds": round(res.seconds, 2),
@@ -307,7 +311,7 @@ def sample(
     from .sample import sample_with_hint as run
 
     _handle_signals()
-    try:
+    with _reported("interrupted; nothing was printed (run the same command again)"):
         pts = list(points or []) + (read_points(points_file) if points_file else [])
         if region is not None or country is not None:
             pts, dropped = points_inside(pts, region=region, country=country)
@@ -316,10 +320,6 @@ def sample(
         band_list = parse_bands(bands)
         res, hint = run(dataset, year, pts, bands=band_list, format=fmt, source=source, endpoint=endpoint,
                         manifest=manifest)
-    except TessvrtError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was printed (run the same command again)", 130)
     if hint:
         typer.echo(f"tessvrt: {hint}", err=True)
     rows = to_rows(res, band_list)
@@ -344,13 +344,9 @@ def coverage(
     from .coverage import coverage as run
 
     _handle_signals()
-    try:
+    with _reported("interrupted; nothing was written"):
         res = run(bbox=bbox, region=region, country=country, dataset=dataset, year=year, source=source,
                   endpoint=endpoint, manifest=manifest, png=png, overwrite=overwrite)
-    except TessvrtError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was written", 130)
     if as_json:
         typer.echo(json.dumps(res.as_json(), indent=1))
         return
@@ -388,10 +384,8 @@ def gdal_config(
     from .gdalconfig import NOTE
     from .gdalconfig import gdal_config as run
 
-    try:
+    with _reported():
         path, text = run(config_file, endpoint=endpoint, source=source, print_only=print_only)
-    except TessvrtError as exc:
-        _fail(str(exc))
     if print_only:
         sys.stdout.write(text)
     else:
@@ -416,10 +410,8 @@ def doctor(
     """
     from .doctor import doctor as run
 
-    try:
+    with _reported():
         rep = run(endpoint=endpoint, source=source, vrt=vrt)
-    except TessvrtError as exc:
-        _fail(str(exc))
     typer.echo(f"checking {rep.source}")
     for c in rep.checks:
         typer.echo(f"{'ok' if c.ok else 'FAIL':<5} {c.what}: {c.detail}")
@@ -438,10 +430,8 @@ def info(
     from .doctor import config_hint
     from .info import info as run
 
-    try:
+    with _reported():
         d = run(vrt)
-    except TessvrtError as exc:
-        _fail(str(exc))
     # GDAL tools would fail on this VRT with only "ERROR 4: Unable to open /vsis3/...": say why, and the fix
     hint = config_hint(d["endpoint"], d["source"], d["vsi"])
     if hint:

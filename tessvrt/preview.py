@@ -29,22 +29,24 @@ from .pixels.base import BANDS, Quantised
 from .source.s3 import Pool
 
 BLOCK = 32  # a sampled block: one Zarr inner chunk's size
-STEP = 4  # lattice spacing inside a sampled block: pixels 2, 6, ..., 30 of its rows and columns
+STEP = 4  # lattice column spacing inside a sampled block: columns 2, 6, ..., 30 of it
+ROWS = range(2, 10)  # the sampled rows of a block: 8 consecutive ones, so an npy tile's are one ranged GET
 SAMPLE_TARGET = 32_768  # lattice points at most (16 MB of float32 embeddings): the cell doubles until it fits
 COMPONENTS = 3
 STRETCH = (2.0, 98.0)  # percentiles of each component's sample scores mapped to 1 and 255
 MIN_SAMPLE = 16  # valid sample pixels a fit needs
 _SLICE = 16_384  # pixels coloured at once (a float64 copy of 16 MB; int8 path: 8 MB of float32)
 FIXED = 30  # components as integers of 2**-30: an int8 pixel's dot product with them is exact (docs/preview.md)
-# pixels per matrix product: OpenBLAS stays on the calling thread below m*n*k = 262,144 (192 x 9 x 128); one
-# 16,384-pixel product spread over its own threads on top of the colouring pool's was 8x slower (measured, 2 cores)
-_GEMM = 192
+# pixels per matrix product: 3,840 int8 pixels as float32 (1.9 MB) stay in cache between the conversion and the
+# product (16,384 fresh each time: 1.6x slower per chunk, measured). BLAS runs on one thread (preview() limits it):
+# OpenBLAS's own threads on top of the colouring pool's spin against each other and the machine's other processes
+_PIXELS = 3840
 _DIGIT = 10  # those integers cut into three signed 10-bit digits: float32 products summed stay below 2**24
-_IN_FLIGHT = 64  # sample reads started ahead of the one being used (npy: tile rows of ~1 MB each)
-# the sample's fetch threads: its ~1,000 small GETs (one tile row each) wait on latency, not bandwidth; 16 = the
-# S3 client's connection pool (source/s3.py: more threads open and discard connections). 8 -> 16: 2.6 -> 1.7 s
+_IN_FLIGHT = 64  # sample reads started ahead of the one being used, at most ...
+_IN_FLIGHT_PIXELS = 1 << 19  # ... and at most this many pixels of them (132 bytes each: 69 MB)
+# the sample's fetch threads: its small GETs wait on latency, not bandwidth; 16 = the S3 client's connection pool
+# (source/s3.py: more threads open and discard connections)
 _SAMPLE_THREADS = 16
-
 
 @dataclass
 class PreviewResult:
@@ -105,36 +107,39 @@ class Pca:
         products of the int8 values with three 10-bit digits of those integers: every partial sum is an
         integer below 2**24, so BLAS's order (threads, SIMD) cannot change a bit. score_k = s * t_k * 2**-30
         - components_k . mean in float64. Pixels of per-band-scale tiles (raw.per_band) take colour()'s rule.
+        Pixels go through in slices of _PIXELS, converted to float32 into a buffer that stays in cache.
         """
         h, w = raw.s.shape
         out = np.zeros((COMPONENTS, h, w), np.uint8)
         digits = self._digits()
-        weights = np.array([2.0 ** (2 * _DIGIT), 2.0 ** _DIGIT, 1.0])
-        lo, span = self.lo, np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
-        offset = self.components @ self.mean
-        step = max(1, _SLICE // max(w, 1))
+        lo, span = self.lo[:, None], np.where(self.hi > self.lo, self.hi - self.lo, 1.0)[:, None]
+        offset = (self.components @ self.mean)[:, None]
+        cols = min(w, _PIXELS)
+        rows = max(1, _PIXELS // max(cols, 1))
+        parts = [(r, min(r + rows, h), c, min(c + cols, w)) for r in range(0, h, rows) for c in range(0, w, cols)]
+        per_worker = -(-len(parts) // (4 * (os.cpu_count() or 2)))  # a few tasks per core: each reuses one buffer
 
-        def part(a: int) -> None:
-            b = min(a + step, h)
-            s = raw.s[a:b].reshape(-1)
-            ok = np.isfinite(s)
-            if not ok.any():
-                return
-            n = s.size
-            x = np.zeros((n + -n % _GEMM, BANDS), np.float32)
-            x[:n] = raw.q[a:b].reshape(-1, BANDS)
-            p = (x.reshape(-1, _GEMM, BANDS) @ digits).reshape(-1, COMPONENTS * 3)[:n]  # 3 digits x 3 comps, exact
-            t = p.reshape(-1, COMPONENTS, 3).astype(np.float64) @ weights  # (n, 3) exact integers
-            score = s.astype(np.float64)[:, None] * t * 2.0 ** -FIXED - offset
-            v = np.clip(np.rint(1.0 + 254.0 * (np.where(ok[:, None], score, lo) - lo) / span), 1, 255)
-            out[:, a:b] = np.where(ok[:, None], v, 0).T.reshape(COMPONENTS, b - a, w)
+        def work(k: int) -> None:
+            x = np.empty((rows * cols, BANDS), np.float32)
+            for r0, r1, c0, c1 in parts[k:k + per_worker]:
+                s = raw.s[r0:r1, c0:c1].reshape(-1)
+                ok = np.isfinite(s)
+                if not ok.any():
+                    continue
+                n = s.size
+                np.copyto(x[:n].reshape(r1 - r0, c1 - c0, BANDS), raw.q[r0:r1, c0:c1], casting="unsafe")
+                p = (x[:n] @ digits).T.astype(np.float64)  # (9, n): 3 digits x 3 components, exact integers
+                t = (p[:COMPONENTS] * 2.0 ** (2 * _DIGIT) + p[COMPONENTS:2 * COMPONENTS] * 2.0 ** _DIGIT) + p[2 * COMPONENTS:]
+                score = s.astype(np.float64) * t * 2.0 ** -FIXED - offset
+                v = np.clip(np.rint(1.0 + 254.0 * (np.where(ok, score, lo) - lo) / span), 1, 255)
+                out[:, r0:r1, c0:c1] = np.where(ok, v, 0).reshape(COMPONENTS, r1 - r0, c1 - c0)
 
-        starts = range(0, h, step)
+        starts = range(0, len(parts), per_worker)
         if cpu is None:
-            for a in starts:
-                part(a)
+            for k in starts:
+                work(k)
         else:
-            list(cpu.map(part, starts))
+            list(cpu.map(work, starts))
         if raw.per_band is not None:
             own = np.isfinite(raw.per_band).all(axis=0)
             if own.any():
@@ -142,7 +147,7 @@ class Pca:
         return out
 
     def _digits(self) -> np.ndarray:
-        """(128, 9) float32: column 3k + d is the d-th signed 10-bit digit (most significant first) of
+        """(128, 9) float32: column 3d + k is the d-th signed 10-bit digit (most significant first) of
         rint(components_k * 2**30)."""
         rest = np.rint(self.components * 2.0 ** FIXED)
         cols = []
@@ -151,7 +156,7 @@ class Pca:
             digit = np.rint(rest / unit)
             rest = rest - digit * unit
             cols.append(digit)
-        return np.stack(cols, axis=-1).transpose(1, 0, 2).reshape(BANDS, COMPONENTS * 3).astype(np.float32)
+        return np.concatenate(cols).T.astype(np.float32)
 
     def tags(self) -> dict[str, str]:
         """GeoTIFF tags that let anyone redo the colours (and tests check the fit)."""
@@ -171,6 +176,7 @@ def fit(sample: np.ndarray) -> Pca:
     centred = x - mean
     # the right singular vectors of the centred sample, as eigenvectors of its 128 x 128 scatter matrix:
     # numpy's SVD of the tall sample itself took 5-10 s on a loaded 2-core machine (threaded BLAS), this 0.03 s
+    # (with BLAS on one thread, as preview() runs it: eigh alone took 0.23 s on two threads under load, 0.0013 s on one)
     var, vec = np.linalg.eigh(centred.T @ centred)
     var, comp = var[::-1], vec[:, ::-1].T[:COMPONENTS].copy()  # largest first
     sign = np.sign(comp[np.arange(COMPONENTS), np.abs(comp).argmax(axis=1)])
@@ -184,54 +190,76 @@ def fit(sample: np.ndarray) -> Pca:
 def cell_size(windows: list[Window]) -> int:
     """The lattice cell: BLOCK, doubled until the region's lattice has at most SAMPLE_TARGET points."""
     cell = BLOCK
-    per_cell = (BLOCK // STEP) ** 2
+    per_cell = len(ROWS) * (BLOCK // STEP)
     while sum(-(-w.height // cell) * -(-w.width // cell) for w in windows) * per_cell > SAMPLE_TARGET:
         cell *= 2
     return cell
 
 
-def lattice(n: int, cell: int) -> np.ndarray:
-    """Sampled offsets along an axis of n pixels: o with o % cell < BLOCK and o % cell % STEP == STEP // 2."""
+def lattice(n: int, cell: int, rows: bool = False) -> np.ndarray:
+    """Sampled offsets along an axis of n pixels. Columns: o with o % cell < BLOCK and o % cell % STEP == STEP // 2;
+    rows: o with o % cell in ROWS."""
     o = np.arange(n)
+    if rows:
+        return o[(o % cell >= ROWS.start) & (o % cell < ROWS.stop)]
     return o[(o % cell < BLOCK) & (o % cell % STEP == STEP // 2)]
 
 
 def _reads(spec: Any, win: Window, cell: int) -> list[tuple[int, int, int, int]]:
     """(y0, x0, h, w) windows that hold a zone's lattice, cheapest for the format.
 
-    npy: each sampled row across the zone (one ranged GET per tile row). Zarr: each cell's first
-    block (its inner chunks only; whole rows would read every chunk along them).
+    npy: a cell's sampled rows across the zone (one ranged GET per tile and object: the rows are consecutive).
+    Zarr: the sampled part of each cell's first block (its inner chunks only; whole rows would read every
+    chunk along them).
     """
-    rows, cols = lattice(win.height, cell), lattice(win.width, cell)
-    if not len(rows) or not len(cols):
+    bands = [(y0 + ROWS.start, min(len(ROWS), win.height - y0 - ROWS.start))
+             for y0 in range(0, win.height, cell) if y0 + ROWS.start < win.height]
+    if not bands or not len(lattice(win.width, cell)):
         return []
     if isinstance(spec, NpySpec):
-        span = 8192  # columns per read: a row of 128 float32 bands stays a few MB
-        return [(int(y), x0, 1, min(span, win.width - x0)) for y in rows for x0 in range(0, win.width, span)]
-    return [(y0, x0, min(BLOCK, win.height - y0), min(BLOCK, win.width - x0))
-            for y0 in range(0, win.height, cell) for x0 in range(0, win.width, cell)
-            if y0 + STEP // 2 < win.height and x0 + STEP // 2 < win.width]
+        span = 8192  # columns per read: 8 rows of 128 int8 bands and their scales stay ~9 MB
+        return [(y, x0, h, min(span, win.width - x0)) for y, h in bands for x0 in range(0, win.width, span)]
+    first, last = STEP // 2, BLOCK - STEP // 2  # the block's first and last sampled columns
+    return [(y, x0 + first, h, min(last - first + 1, win.width - x0 - first))
+            for y, h in bands for x0 in range(0, win.width, cell) if x0 + first < win.width]
+
+
+def _pixels(raw: Quantised, ry: np.ndarray, cx: np.ndarray) -> np.ndarray:
+    """(len(ry) * len(cx), 128) float32 values of a read's pixels at rows ry x columns cx, row-major: q * s as
+    materialise dequantises them (NaN where no data), per-band-scale tiles' dequantised values where they own."""
+    q = raw.q[ry[:, None], cx[None, :]]
+    px = np.multiply(q, raw.s[ry[:, None], cx[None, :], None]).reshape(-1, BANDS)
+    if raw.per_band is not None:
+        pb = raw.per_band[:, ry[:, None], cx[None, :]].reshape(BANDS, -1).T
+        own = ~np.isnan(pb).all(axis=1)
+        px[own] = pb[own]
+    return px
 
 
 def draw_sample(jobs: list[ZoneJob], sources: list[PixelSource], threads: int) -> tuple[np.ndarray, int]:
-    """(n, 128) float32 valid pixels of the region's lattice (zone by zone, row-major), and the cell size."""
+    """(n, 128) float32 valid pixels of the region's lattice (zone by zone, row-major), and the cell size.
+
+    Reads the stored int8 values (quantised()) and dequantises only the lattice's pixels of them.
+    """
     cell = cell_size([j.window for j in jobs])
     parts, keys = [], []
     with Pool(max(threads, _SAMPLE_THREADS), "tessvrt-fetch") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu:
         for z, (job, src) in enumerate(zip(jobs, sources, strict=True)):
-            rows, cols = lattice(job.window.height, cell), lattice(job.window.width, cell)
+            rows, cols = lattice(job.window.height, cell, rows=True), lattice(job.window.width, cell)
             reads = _reads(job.spec, job.window, cell)
-            pending = [src.fetch(pool, y0, x0, h, w, None) for (y0, x0, h, w) in reads[:_IN_FLIGHT]]
+            if not reads:
+                continue
+            ahead = max(1, min(_IN_FLIGHT, _IN_FLIGHT_PIXELS // (reads[0][2] * reads[0][3])))
+            pending = [src.fetch(pool, y0, x0, h, w, None) for (y0, x0, h, w) in reads[:ahead]]
             for i, (y0, x0, h, w) in enumerate(reads):
-                if i + _IN_FLIGHT < len(reads):
-                    pending.append(src.fetch(pool, *reads[i + _IN_FLIGHT], None))
-                block = src.chunk(cpu, pending[i], y0, x0, h, w, list(range(1, BANDS + 1)))
+                if i + ahead < len(reads):
+                    pending.append(src.fetch(pool, *reads[i + ahead], None))
+                raw = src.quantised(cpu, pending[i], y0, x0, h, w)
                 pending[i] = None
                 ry = rows[(rows >= y0) & (rows < y0 + h)]
                 cx = cols[(cols >= x0) & (cols < x0 + w)]
-                px = block[:, ry - y0][:, :, cx - x0].reshape(BANDS, -1).T  # (n, 128), row-major
+                parts.append(_pixels(raw, ry - y0, cx - x0))
                 yy, xx = np.meshgrid(ry, cx, indexing="ij")
-                parts.append(px)
                 keys.append(np.stack([np.full(yy.size, z), yy.ravel(), xx.ravel()]))
     if not parts:
         return np.zeros((0, BANDS), np.float32), cell
@@ -291,6 +319,8 @@ def preview(
     quicklook picture of the whole region (all zones). Pixels outside the region (clip) are no data: the PCA
     sample never sees them.
     """
+    from threadpoolctl import threadpool_limits
+
     from .collection import is_collection
     from .materialise import _write_outputs, plan
 
@@ -321,8 +351,10 @@ def preview(
             from .quicklook import write_png
 
             extra = (png_path, lambda tmp, files: write_png(tmp, files))
-        targets, stats, _ = _write_outputs(Path(out), jobs, list(range(1, COMPONENTS + 1)), cog, overwrite, progress,
-                                           threads, prepare=prepare, extra=extra, read_bands=BANDS)
+        # BLAS on one thread while preview runs (the colouring pool is the parallelism): see _PIXELS and fit()
+        with threadpool_limits(1, user_api="blas"):
+            targets, stats, _ = _write_outputs(Path(out), jobs, list(range(1, COMPONENTS + 1)), cog, overwrite,
+                                               progress, threads, prepare=prepare, extra=extra, read_bands=BANDS)
     finally:
         for j in jobs:
             j.spec.release()

@@ -99,40 +99,62 @@ class Pca:
             list(cpu.map(part, starts))
         return out.reshape(COMPONENTS, h, w)
 
-    def colour_quantised(self, raw: Quantised, cpu: Pool | None = None) -> np.ndarray:
-        """(3, h, w) uint8 of a chunk's stored values: the same rule as colour() but from int8 values and the
-        pixel's one scale, exactly (docs/preview.md): no 128-band float array is made.
+    def colour_quantised(self, pieces: list[Quantised], h: int, w: int, cpu: Pool | None = None) -> np.ndarray:
+        """(3, h, w) uint8 of a chunk's stored values (its pieces): the same rule as colour() but from int8 values
+        and the pixel's one scale, exactly (docs/preview.md): no 128-band float array is made.
 
         t_k = sum_b q_b * rint(components_kb * 2**30) is an integer below 2**44, computed as float32 matrix
         products of the int8 values with three 10-bit digits of those integers: every partial sum is an
         integer below 2**24, so BLAS's order (threads, SIMD) cannot change a bit. score_k = s * t_k * 2**-30
-        - components_k . mean in float64. Pixels of per-band-scale tiles (raw.per_band) take colour()'s rule.
-        Pixels go through in slices of _PIXELS, converted to float32 into a buffer that stays in cache.
+        - components_k . mean in float64. Pixels of per-band-scale tiles (per_band) take colour()'s rule.
+        Pixels go through in slices of _PIXELS, converted to float32 into a buffer that stays in cache; each
+        piece writes only its valid pixels (pieces' boxes overlap, their valid pixels do not).
         """
-        h, w = raw.s.shape
         out = np.zeros((COMPONENTS, h, w), np.uint8)
         digits = self._digits()
-        lo, span = self.lo[:, None], np.where(self.hi > self.lo, self.hi - self.lo, 1.0)[:, None]
-        offset = (self.components @ self.mean)[:, None]
-        cols = min(w, _PIXELS)
-        rows = max(1, _PIXELS // max(cols, 1))
-        parts = [(r, min(r + rows, h), c, min(c + cols, w)) for r in range(0, h, rows) for c in range(0, w, cols)]
-        per_worker = -(-len(parts) // (4 * (os.cpu_count() or 2)))  # a few tasks per core: each reuses one buffer
+        # t_k * 2**-30 from the 9 digit products in one float64 product: every term is an integer times a power
+        # of two and their sum stays below 2**53, so it is exact; s * (t * 2**-30) == (s * t) * 2**-30 bit for bit
+        place = np.zeros((COMPONENTS, 3 * COMPONENTS))
+        for d in range(3):
+            place[np.arange(COMPONENTS), d * COMPONENTS + np.arange(COMPONENTS)] = 2.0 ** (_DIGIT * (2 - d) - FIXED)
+        lo, span = self.lo, np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
+        offset = self.components @ self.mean
+        parts = []
+        for p in pieces:
+            ph, pw = p.s.shape
+            cols = min(pw, _PIXELS)
+            rows = max(1, _PIXELS // max(cols, 1))
+            parts += [(p, r, min(r + rows, ph), c, min(c + cols, pw)) for r in range(0, ph, rows) for c in range(0, pw, cols)]
+        per_worker = max(1, -(-len(parts) // (4 * (os.cpu_count() or 2))))  # a few tasks per core, one buffer each
 
         def work(k: int) -> None:
-            x = np.empty((rows * cols, BANDS), np.float32)
-            for r0, r1, c0, c1 in parts[k:k + per_worker]:
-                s = raw.s[r0:r1, c0:c1].reshape(-1)
-                ok = np.isfinite(s)
-                if not ok.any():
+            """Products slice by slice (in cache), then the rest of the rule once over the task's pixels: few numpy
+            calls, each on many pixels (small ones cost more in the interpreter and GIL than in arithmetic)."""
+            mine = parts[k:k + per_worker]
+            total = sum((r1 - r0) * (c1 - c0) for _, r0, r1, c0, c1 in mine)
+            x = np.empty((_PIXELS, BANDS), np.float32)
+            prod = np.empty((total, 3 * COMPONENTS), np.float32)
+            s = np.empty(total, np.float32)
+            done = []
+            a = 0
+            for p, r0, r1, c0, c1 in mine:
+                ps = p.s[r0:r1, c0:c1]
+                if not np.isfinite(ps).any():
                     continue
-                n = s.size
-                np.copyto(x[:n].reshape(r1 - r0, c1 - c0, BANDS), raw.q[r0:r1, c0:c1], casting="unsafe")
-                p = (x[:n] @ digits).T.astype(np.float64)  # (9, n): 3 digits x 3 components, exact integers
-                t = (p[:COMPONENTS] * 2.0 ** (2 * _DIGIT) + p[COMPONENTS:2 * COMPONENTS] * 2.0 ** _DIGIT) + p[2 * COMPONENTS:]
-                score = s.astype(np.float64) * t * 2.0 ** -FIXED - offset
-                v = np.clip(np.rint(1.0 + 254.0 * (np.where(ok, score, lo) - lo) / span), 1, 255)
-                out[:, r0:r1, c0:c1] = np.where(ok, v, 0).reshape(COMPONENTS, r1 - r0, c1 - c0)
+                n = ps.size
+                np.copyto(x[:n].reshape(r1 - r0, c1 - c0, BANDS), p.q[r0:r1, c0:c1], casting="unsafe")
+                np.matmul(x[:n], digits, out=prod[a:a + n])  # 3 digits x 3 components, exact integers
+                s[a:a + n].reshape(r1 - r0, c1 - c0)[...] = ps
+                done.append((p, r0, r1, c0, c1, a, n))
+                a += n
+            if not done:
+                return
+            ok = np.isfinite(s[:a])
+            score = s[:a, None].astype(np.float64) * (prod[:a].astype(np.float64) @ place.T) - offset  # (a, 3)
+            v = np.clip(np.rint(1.0 + 254.0 * (np.where(ok[:, None], score, lo) - lo) / span), 1, 255).astype(np.uint8).T
+            for p, r0, r1, c0, c1, a, n in done:
+                np.copyto(out[:, p.y + r0:p.y + r1, p.x + c0:p.x + c1], v[:, a:a + n].reshape(COMPONENTS, r1 - r0, c1 - c0),
+                          where=ok[a:a + n].reshape(r1 - r0, c1 - c0))
 
         starts = range(0, len(parts), per_worker)
         if cpu is None:
@@ -140,10 +162,12 @@ class Pca:
                 work(k)
         else:
             list(cpu.map(work, starts))
-        if raw.per_band is not None:
-            own = np.isfinite(raw.per_band).all(axis=0)
-            if own.any():
-                out[:, own] = self.colour(raw.per_band[:, own][:, None, :])[:, 0]
+        for p in pieces:
+            if p.per_band is not None:
+                own = np.isfinite(p.per_band).all(axis=0)
+                if own.any():
+                    ph, pw = p.s.shape
+                    out[:, p.y:p.y + ph, p.x:p.x + pw][:, own] = self.colour(p.per_band[:, own][:, None, :])[:, 0]
         return out
 
     def _digits(self) -> np.ndarray:
@@ -224,16 +248,25 @@ def _reads(spec: Any, win: Window, cell: int) -> list[tuple[int, int, int, int]]
             for y, h in bands for x0 in range(0, win.width, cell) if x0 + first < win.width]
 
 
-def _pixels(raw: Quantised, ry: np.ndarray, cx: np.ndarray) -> np.ndarray:
+def _pixels(pieces: list[Quantised], ry: np.ndarray, cx: np.ndarray) -> np.ndarray:
     """(len(ry) * len(cx), 128) float32 values of a read's pixels at rows ry x columns cx, row-major: q * s as
-    materialise dequantises them (NaN where no data), per-band-scale tiles' dequantised values where they own."""
-    q = raw.q[ry[:, None], cx[None, :]]
-    px = np.multiply(q, raw.s[ry[:, None], cx[None, :], None]).reshape(-1, BANDS)
-    if raw.per_band is not None:
-        pb = raw.per_band[:, ry[:, None], cx[None, :]].reshape(BANDS, -1).T
-        own = ~np.isnan(pb).all(axis=1)
-        px[own] = pb[own]
-    return px
+    materialise dequantises them, per-band-scale tiles' dequantised values, NaN where no piece has the pixel."""
+    px = np.full((len(ry), len(cx), BANDS), np.nan, np.float32)
+    for p in pieces:
+        ph, pw = p.s.shape
+        i, j = np.flatnonzero((ry >= p.y) & (ry < p.y + ph)), np.flatnonzero((cx >= p.x) & (cx < p.x + pw))
+        if not len(i) or not len(j):
+            continue
+        r, c = ry[i][:, None] - p.y, cx[j][None, :] - p.x
+        s = p.s[r, c]
+        if p.per_band is not None:
+            v, ok = np.moveaxis(p.per_band[:, r, c], 0, -1), ~np.isnan(p.per_band[:, r, c]).all(axis=0)
+        else:
+            v, ok = np.multiply(p.q[r, c], s[..., None]), np.isfinite(s)
+        sub = px[i[:, None], j[None, :]]
+        sub[ok] = v[ok]
+        px[i[:, None], j[None, :]] = sub
+    return px.reshape(-1, BANDS)
 
 
 def draw_sample(jobs: list[ZoneJob], sources: list[PixelSource], threads: int) -> tuple[np.ndarray, int]:
@@ -254,11 +287,11 @@ def draw_sample(jobs: list[ZoneJob], sources: list[PixelSource], threads: int) -
             for i, (y0, x0, h, w) in enumerate(reads):
                 if i + ahead < len(reads):
                     pending.append(src.fetch(pool, *reads[i + ahead], None))
-                raw = src.quantised(cpu, pending[i], y0, x0, h, w)
+                pieces = src.quantised(cpu, pending[i], y0, x0, h, w)
                 pending[i] = None
                 ry = rows[(rows >= y0) & (rows < y0 + h)]
                 cx = cols[(cols >= x0) & (cols < x0 + w)]
-                parts.append(_pixels(raw, ry - y0, cx - x0))
+                parts.append(_pixels(pieces, ry - y0, cx - x0))
                 yy, xx = np.meshgrid(ry, cx, indexing="ij")
                 keys.append(np.stack([np.full(yy.size, z), yy.ravel(), xx.ravel()]))
     if not parts:
@@ -283,7 +316,7 @@ class Coloured:
         return self.inner.fetch(pool, y0, x0, bs, cw, prev)
 
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
-        rgb = self.pca.colour_quantised(self.inner.quantised(cpu, pending, y0, x0, h, w), cpu)
+        rgb = self.pca.colour_quantised(self.inner.quantised(cpu, pending, y0, x0, h, w), h, w, cpu)
         return rgb[np.asarray(bands) - 1]
 
     def stats(self) -> Any:

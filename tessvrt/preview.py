@@ -41,6 +41,9 @@ FIXED = 30  # components as integers of 2**-30: an int8 pixel's dot product with
 # product (16,384 fresh each time: 1.6x slower per chunk, measured). BLAS runs on one thread (preview() limits it):
 # OpenBLAS's own threads on top of the colouring pool's spin against each other and the machine's other processes
 _PIXELS = 3840
+# DEFLATE level of the RGB COGs: on the bench region's 15 MB of colours level 6 took 0.44 s of CPU for 3.08 MB,
+# level 5 0.14 s for 3.28 MB (+6.5%), level 1 0.075 s for 3.81 MB (scripts/bench_preview.py, docs/performance.md)
+_DEFLATE_LEVEL = 5
 _DIGIT = 10  # those integers cut into three signed 10-bit digits: float32 products summed stay below 2**24
 _IN_FLIGHT = 64  # sample reads started ahead of the one being used, at most ...
 _IN_FLIGHT_PIXELS = 1 << 19  # ... and at most this many pixels of them (132 bytes each: 69 MB)
@@ -358,7 +361,7 @@ def preview(
     from .materialise import _write_outputs, plan
 
     t0 = time.perf_counter()
-    cog = RgbProfile(blocksize=blocksize)
+    cog = RgbProfile(blocksize=blocksize, level=_DEFLATE_LEVEL)
     out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing, region, country, clip)
     try:
         if is_collection(out):

@@ -29,8 +29,11 @@ from .pixels.base import BANDS, Quantised
 from .source.s3 import Pool
 
 BLOCK = 32  # a sampled block: one Zarr inner chunk's size
-STEP = 4  # lattice column spacing inside a sampled block: columns 2, 6, ..., 30 of it
-ROWS = range(2, 10)  # the sampled rows of a block: 8 consecutive ones, so an npy tile's are one ranged GET
+# the lattice in a sampled block: 4 consecutive rows (an npy tile's are one ranged GET and cost 4 tile rows) by
+# every 2nd column (free: an npy read holds whole rows). 8 rows x 8 columns (every 4th) read twice the bytes for
+# the same fit (scripts/bench_preview_sample.py: docs/performance.md)
+ROWS = range(2, 6)
+STEP = 2  # columns 0, 2, ..., 30 of the block
 SAMPLE_TARGET = 32_768  # lattice points at most (16 MB of float32 embeddings): the cell doubles until it fits
 COMPONENTS = 3
 STRETCH = (2.0, 98.0)  # percentiles of each component's sample scores mapped to 1 and 255
@@ -44,6 +47,10 @@ _PIXELS = 3840
 # DEFLATE level of the RGB COGs: on the bench region's 15 MB of colours level 6 took 0.44 s of CPU for 3.08 MB,
 # level 5 0.14 s for 3.28 MB (+6.5%), level 1 0.075 s for 3.81 MB (scripts/bench_preview.py, docs/performance.md)
 _DEFLATE_LEVEL = 5
+# the float32 bands write_cog's chunk budget counts per pixel: preview holds the fetched int8 rows (128 bytes a pixel)
+# of the chunk it colours and of the next, 256 bytes = 64 float32 bands; 128 (float32 of all bands, what preview made
+# before pieces) halved the chunks' width (the bench region: 2 chunks per block row instead of 1, ~0.2 s slower)
+_CHUNK_BANDS = 64
 _DIGIT = 10  # those integers cut into three signed 10-bit digits: float32 products summed stay below 2**24
 _IN_FLIGHT = 64  # sample reads started ahead of the one being used, at most ...
 _IN_FLIGHT_PIXELS = 1 << 19  # ... and at most this many pixels of them (132 bytes each: 69 MB)
@@ -224,12 +231,12 @@ def cell_size(windows: list[Window]) -> int:
 
 
 def lattice(n: int, cell: int, rows: bool = False) -> np.ndarray:
-    """Sampled offsets along an axis of n pixels. Columns: o with o % cell < BLOCK and o % cell % STEP == STEP // 2;
+    """Sampled offsets along an axis of n pixels. Columns: o with o % cell < BLOCK and o % cell % STEP == 0;
     rows: o with o % cell in ROWS."""
     o = np.arange(n)
     if rows:
         return o[(o % cell >= ROWS.start) & (o % cell < ROWS.stop)]
-    return o[(o % cell < BLOCK) & (o % cell % STEP == STEP // 2)]
+    return o[(o % cell < BLOCK) & (o % cell % STEP == 0)]
 
 
 def _reads(spec: Any, win: Window, cell: int) -> list[tuple[int, int, int, int]]:
@@ -244,11 +251,10 @@ def _reads(spec: Any, win: Window, cell: int) -> list[tuple[int, int, int, int]]
     if not bands or not len(lattice(win.width, cell)):
         return []
     if isinstance(spec, NpySpec):
-        span = 8192  # columns per read: 8 rows of 128 int8 bands and their scales stay ~9 MB
+        span = 8192  # columns per read: 4 rows of 128 int8 bands and their scales stay ~4 MB
         return [(y, x0, h, min(span, win.width - x0)) for y, h in bands for x0 in range(0, win.width, span)]
-    first, last = STEP // 2, BLOCK - STEP // 2  # the block's first and last sampled columns
-    return [(y, x0 + first, h, min(last - first + 1, win.width - x0 - first))
-            for y, h in bands for x0 in range(0, win.width, cell) if x0 + first < win.width]
+    last = BLOCK - STEP  # the block's last sampled column (the first is its first)
+    return [(y, x0, h, min(last + 1, win.width - x0)) for y, h in bands for x0 in range(0, win.width, cell)]
 
 
 def _pixels(pieces: list[Quantised], ry: np.ndarray, cx: np.ndarray) -> np.ndarray:
@@ -390,7 +396,7 @@ def preview(
         # BLAS on one thread while preview runs (the colouring pool is the parallelism): see _PIXELS and fit()
         with threadpool_limits(1, user_api="blas"):
             targets, stats, _ = _write_outputs(Path(out), jobs, list(range(1, COMPONENTS + 1)), cog, overwrite,
-                                               progress, threads, prepare=prepare, extra=extra, read_bands=BANDS)
+                                               progress, threads, prepare=prepare, extra=extra, read_bands=_CHUNK_BANDS)
     finally:
         for j in jobs:
             j.spec.release()

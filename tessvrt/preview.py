@@ -313,15 +313,22 @@ def draw_sample(jobs: list[ZoneJob], sources: list[PixelSource], threads: int) -
 
 @dataclass
 class Coloured:
-    """A pixel source's chunks as PCA colours: reads all 128 bands, returns the components asked for."""
+    """A pixel source's chunks as PCA colours: reads all 128 bands, returns the components asked for.
+
+    early: ((y0, x0, bs, cw), handle) of a fetch started before the fit (the first chunk, read while the
+    sample is drawn): the zone writer's first fetch of that chunk takes it instead of reading it again."""
 
     inner: PixelSource
     pca: Pca
+    early: tuple[tuple[int, int, int, int], Any] | None = None
 
     def check(self, threads: int) -> int:
         return self.inner.check(threads)
 
     def fetch(self, pool: Pool, y0: int, x0: int, bs: int, cw: int, prev: Any) -> Any:
+        early, self.early = self.early, None
+        if early is not None and early[0] == (y0, x0, bs, cw) and prev is None:
+            return early[1]
         return self.inner.fetch(pool, y0, x0, bs, cw, prev)
 
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
@@ -363,6 +370,7 @@ def preview(
     """
     from threadpoolctl import threadpool_limits
 
+    from .cog.write import chunk_width
     from .collection import is_collection
     from .materialise import _write_outputs, plan
 
@@ -379,6 +387,9 @@ def preview(
         fitted: dict[str, Any] = {}
 
         def prepare(sources: list[PixelSource]) -> list[PixelSource]:
+            # the first zone's first chunk is fetched while the sample is drawn (its bytes are counted when used)
+            key = (0, 0, cog.blocksize, chunk_width(jobs[0].window.width, _CHUNK_BANDS, cog.blocksize))
+            first = (key, sources[0].fetch(early, *key, None))
             before = sum(s.stats().remote_bytes for s in sources)
             sample, cell = draw_sample(jobs, sources, threads)
             pca = fit(sample)
@@ -386,7 +397,7 @@ def preview(
                           bytes=sum(s.stats().remote_bytes for s in sources) - before)
             for j in jobs:
                 j.meta.update(pca.tags(), TESSVRT_PREVIEW_SAMPLE=f"cell={cell} pixels={len(sample)}")
-            return [Coloured(s, pca) for s in sources]
+            return [Coloured(s, pca, first if k == 0 else None) for k, s in enumerate(sources)]
 
         extra = None
         if png_path is not None:
@@ -394,7 +405,7 @@ def preview(
 
             extra = (png_path, lambda tmp, files: write_png(tmp, files))
         # BLAS on one thread while preview runs (the colouring pool is the parallelism): see _PIXELS and fit()
-        with threadpool_limits(1, user_api="blas"):
+        with threadpool_limits(1, user_api="blas"), Pool(threads, "tessvrt-fetch") as early:
             targets, stats, _ = _write_outputs(Path(out), jobs, list(range(1, COMPONENTS + 1)), cog, overwrite,
                                                progress, threads, prepare=prepare, extra=extra, read_bands=_CHUNK_BANDS)
     finally:

@@ -263,6 +263,23 @@ def test_same_values_same_colour_across_zones(vrts, bucket_root, tmp_path):
     np.testing.assert_array_equal(doc_colour(rule, refs[1], npy_raws(bucket_root, vrts["cross"])[1]), got[1])
 
 
+def test_every_byte_fetched_is_used_and_the_stream_reads_what_materialise_reads(vrts, s3, tmp_path):
+    """The first chunk is fetched while the sample is drawn: the stream must use it, not read it again. What the
+    server sends preview is what preview counts, and materialise's reads plus the sample's, byte for byte."""
+    from tessvrt.testing import FaultProxy
+
+    with FaultProxy(s3.url) as proxy:
+        m = json.loads(run_cli("materialise", str(vrts["cross"]), str(tmp_path / "m.tif"), "--bands", "1", "--json", "-q",
+                               "--endpoint", proxy.url).stdout)
+        _, by_m = proxy.reads()
+        p = json.loads(run_cli("preview", str(vrts["cross"]), str(tmp_path / "p.tif"), "--json", "-q",
+                               "--endpoint", proxy.url).stdout)
+        _, by_both = proxy.reads()
+    assert by_m == m["remote_bytes"]
+    assert by_both - by_m == p["remote_bytes"], "preview fetched bytes it did not use"
+    assert p["remote_bytes"] == m["remote_bytes"] + p["sample_bytes"] and p["sample_bytes"] > 0
+
+
 def test_bad_input_is_one_line(vrts, tmp_path):
     out = tmp_path / "x.tif"
     out.write_bytes(b"mine")

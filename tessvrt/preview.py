@@ -160,8 +160,17 @@ class Pca:
             if not done:
                 return
             ok = np.isfinite(s[:a])
-            score = s[:a, None].astype(np.float64) * (prod[:a].astype(np.float64) @ place.T) - offset  # (a, 3)
-            v = np.clip(np.rint(1.0 + 254.0 * (np.where(ok[:, None], score, lo) - lo) / span), 1, 255).astype(np.uint8).T
+            v = s[:a, None].astype(np.float64) * (prod[:a].astype(np.float64) @ place.T)  # (a, 3): s * t * 2**-30
+            # in place, in the rule's order: 1 + 254 * (score - lo) / span; pixels not ok are NaN and never written
+            v -= offset
+            v -= lo
+            v *= 254.0
+            v /= span
+            v += 1.0
+            np.rint(v, out=v)
+            np.clip(v, 1, 255, out=v)
+            with np.errstate(invalid="ignore"):  # NaN (not ok) to uint8: any value, masked below
+                v = v.astype(np.uint8).T
             for p, r0, r1, c0, c1, a, n in done:
                 np.copyto(out[:, p.y + r0:p.y + r1, p.x + c0:p.x + c1], v[:, a:a + n].reshape(COMPONENTS, r1 - r0, c1 - c0),
                           where=ok[a:a + n].reshape(r1 - r0, c1 - c0))

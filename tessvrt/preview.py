@@ -4,9 +4,11 @@ A false-colour picture only means something when every part of it is coloured by
 one PCA is fitted for the whole region, from a deterministic lattice of pixels across all zones
 (docs/preview.md states the rule so anyone can redraw the sample), with a fixed sign per
 component and a 2-98 percentile stretch from that same sample. The lattice is read first, sparsely
-(npy: whole tile rows, one ranged GET each; Zarr: the 32x32 inner chunks under each sampled block),
-then the region streams once through materialise's zone writer, coloured chunk by chunk: the same
-pixel sources, bounded memory, all-or-none outputs, interrupts and deadlines.
+(npy: a cell row's 4 consecutive sampled rows of each tile in one ranged GET per object; Zarr: the 32x32
+inner chunks under each sampled block), while the first chunk of the stream is already being fetched;
+then the region streams once through materialise's zone writer, coloured chunk by chunk from the stored
+int8 values: the same pixel sources, bounded memory, all-or-none outputs, interrupts and deadlines.
+BLAS runs on one thread meanwhile (threadpoolctl): the colouring pool is the parallelism.
 """
 
 from __future__ import annotations

@@ -33,8 +33,12 @@ def doc_cell(shapes: list[tuple[int, int]]) -> int:
     return cell
 
 
-def doc_lattice(n: int, cell: int) -> np.ndarray:
-    return np.array([o for o in range(n) if o % cell < 32 and (o % cell) % 4 == 2], int)
+def doc_rows(n: int, cell: int) -> np.ndarray:
+    return np.array([o for o in range(n) if 2 <= o % cell < 6], int)
+
+
+def doc_cols(n: int, cell: int) -> np.ndarray:
+    return np.array([o for o in range(n) if o % cell < 32 and (o % cell) % 2 == 0], int)
 
 
 def doc_pca(zones: list[np.ndarray]) -> dict:
@@ -42,7 +46,7 @@ def doc_pca(zones: list[np.ndarray]) -> dict:
     cell = doc_cell([z.shape[1:] for z in zones])
     rows = []
     for z in zones:
-        r, c = doc_lattice(z.shape[1], cell), doc_lattice(z.shape[2], cell)
+        r, c = doc_rows(z.shape[1], cell), doc_cols(z.shape[2], cell)
         px = z[:, r][:, :, c].reshape(128, -1).T
         rows.append(px[np.isfinite(px).all(axis=1)])
     x = np.concatenate(rows).astype(np.float64)
@@ -183,8 +187,8 @@ def test_npy_multizone_equals_reference_pca(vrts, bucket_root, tmp_path):
     refs = npy_refs(bucket_root, vrts["cross"])
     ref = check_outputs(res["files"], refs, npy_raws(bucket_root, vrts["cross"]))
     assert res["sample_pixels"] == ref["n"] and res["cell"] == ref["cell"]
-    # the sample is sparse: a small share of the bytes the stream reads (one 32-row band per cell, 8 rows of it)
-    assert 0 < res["sample_bytes"] < 0.5 * 8 / ref["cell"] * res["remote_bytes"] * 4
+    # the sample is sparse: a small share of the bytes the stream reads (4 consecutive rows per cell)
+    assert 0 < res["sample_bytes"] < 0.5 * 4 / ref["cell"] * res["remote_bytes"] * 4
     invalid = sum((~np.isfinite(z).all(axis=0)).sum() for z in refs) / sum(z[0].size for z in refs)
     assert 0.01 < invalid < 0.9  # the region has no data to mask (water, absent tiles)
     check_png(png, invalid)
@@ -259,6 +263,23 @@ def test_same_values_same_colour_across_zones(vrts, bucket_root, tmp_path):
     np.testing.assert_array_equal(doc_colour(rule, refs[1], npy_raws(bucket_root, vrts["cross"])[1]), got[1])
 
 
+def test_every_byte_fetched_is_used_and_the_stream_reads_what_materialise_reads(vrts, s3, tmp_path):
+    """The first chunk is fetched while the sample is drawn: the stream must use it, not read it again. What the
+    server sends preview is what preview counts, and materialise's reads plus the sample's, byte for byte."""
+    from tessvrt.testing import FaultProxy
+
+    with FaultProxy(s3.url) as proxy:
+        m = json.loads(run_cli("materialise", str(vrts["cross"]), str(tmp_path / "m.tif"), "--bands", "1", "--json", "-q",
+                               "--endpoint", proxy.url).stdout)
+        _, by_m = proxy.reads()
+        p = json.loads(run_cli("preview", str(vrts["cross"]), str(tmp_path / "p.tif"), "--json", "-q",
+                               "--endpoint", proxy.url).stdout)
+        _, by_both = proxy.reads()
+    assert by_m == m["remote_bytes"]
+    assert by_both - by_m == p["remote_bytes"], "preview fetched bytes it did not use"
+    assert p["remote_bytes"] == m["remote_bytes"] + p["sample_bytes"] and p["sample_bytes"] > 0
+
+
 def test_bad_input_is_one_line(vrts, tmp_path):
     out = tmp_path / "x.tif"
     out.write_bytes(b"mine")
@@ -274,15 +295,18 @@ def test_bad_input_is_one_line(vrts, tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["x.tif"]
 
 
-@pytest.mark.parametrize("delay", [0.5, 6.0], ids=["early", "later"])
-def test_sigterm_takes_effect_in_seconds_and_leaves_nothing(vrts, tmp_path, delay):
+@pytest.mark.parametrize("stage", ["sample", "stream"])
+def test_sigterm_takes_effect_in_seconds_and_leaves_nothing(vrts, tmp_path, stage):
+    """SIGTERM while the sample is read (just after the lock is taken) or while the zones stream (their
+    temporaries exist: the fit is made)."""
     out, png = tmp_path / "o.tif", tmp_path / "o.png"
     cmd = [sys.executable, "-m", "tessvrt", "preview", str(vrts["cross"]), str(out), "--png", str(png), "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".o*.lock.tessvrt-tmp")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(delay)
+    sign = ".o*.lock.tessvrt-tmp" if stage == "sample" else ".o_utm*.tessvrt-tmp*"
+    while not list(tmp_path.glob(sign)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.1)
     assert proc.poll() is None, "preview finished before it could be interrupted"
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -364,3 +388,20 @@ def test_region_clip_masks_exactly_the_pixels_outside(vrts, tmp_path):
     outside = ~shapely.intersects_xy(U, lon, lat)
     assert outside.sum() > 10_000 and (rgb[:, outside] == 0).all()
     np.testing.assert_array_equal(rgb[0] != 0, ~np.isnan(ref).any(axis=0))
+
+
+def test_readme_picture_is_what_the_script_makes_from_the_offline_sample(tmp_path):
+    """docs/preview.png (the README's picture) is regenerated by scripts/preview_picture.py from the offline sample:
+    the same pixels, and a picture worth showing (check_png: colours, stretch, transparent no data)."""
+    import warnings
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "picture.png"
+    subprocess.run([sys.executable, str(root / "scripts" / "preview_picture.py"), "--out", str(out)], check=True,
+                   capture_output=True, env={**os.environ, "TESSVRT_CACHE_DIR": str(tmp_path / "cache")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        got = check_png(out, 0.05)
+        with rasterio.open(root / "docs" / "preview.png") as d:
+            committed = d.read()
+    assert got.shape == committed.shape and (got == committed).all(), "run scripts/preview_picture.py and commit docs/preview.png"

@@ -33,10 +33,12 @@ class Stats:
 
 @dataclass
 class Quantised:
-    """A chunk's stored values before dequantisation, for consumers that can use them directly (preview).
+    """A piece of a chunk's stored values before dequantisation, for consumers that use them directly (preview).
 
+    A chunk is a list of pieces, each a box of it at (y, x) whose valid pixels no other piece has (npy: a
+    tile's rows as fetched, no copy; Zarr: the chunk read). A pixel no piece gives a valid value is no data.
     q: (h, w, 128) int8, any strides (a Zarr chunk is a band-major view); meaningless where s is NaN.
-    s: (h, w) float32, the pixel's one scale where it is valid and the pixel is read, NaN elsewhere.
+    s: (h, w) float32, the pixel's one scale where it is valid and the piece's pixel, NaN elsewhere.
     per_band: None, or (128, h, w) float32 dequantised values of the pixels whose tile has one scale per
     band (npy (H, W, 128) scales; their s is NaN), NaN elsewhere.
     """
@@ -44,6 +46,8 @@ class Quantised:
     q: np.ndarray
     s: np.ndarray
     per_band: np.ndarray | None = None
+    y: int = 0
+    x: int = 0
 
 
 class PixelSource(Protocol):
@@ -53,7 +57,7 @@ class PixelSource(Protocol):
     reading output rows [y0, y0+bs) x columns [x0, x0+cw) (clipped to the window) without waiting
     (prev: the previous chunk's handle in the same block row, for reuse); chunk() waits and returns
     (bands, h, w) float32 with NaN where there is no valid pixel; quantised() instead of chunk() returns
-    the same pixels as stored int8 values and scales (read once: a pending read is for one of them).
+    the same pixels as pieces of stored int8 values and scales (read once: a pending read is for one of them).
     """
 
     def check(self, threads: int) -> int: ...
@@ -63,7 +67,7 @@ class PixelSource(Protocol):
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int,
               bands: list[int]) -> np.ndarray: ...
 
-    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> Quantised: ...
+    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> list[Quantised]: ...
 
     def stats(self) -> Stats: ...
 
@@ -99,19 +103,14 @@ class _Nothing:
     def chunk(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:
         return np.full((len(bands), h, w), np.nan, np.float32)
 
-    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> Quantised:
-        return nothing(h, w)
+    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> list[Quantised]:
+        return []
 
     def stats(self) -> Stats:
         return Stats()
 
     def close(self, wait: bool = True) -> None:
         pass
-
-
-def nothing(h: int, w: int) -> Quantised:
-    """An all-no-data Quantised chunk."""
-    return Quantised(np.zeros((h, w, BANDS), np.int8), np.full((h, w), np.nan, np.float32))
 
 
 def open_source(spec: Spec, win: Window) -> PixelSource:

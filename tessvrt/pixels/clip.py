@@ -14,7 +14,7 @@ import numpy as np
 
 from ..grid import Window
 from ..source.s3 import Pool
-from .base import Quantised, Spec, Stats, ZoneJob, nothing, open_source
+from .base import Quantised, Spec, Stats, ZoneJob, open_source
 
 
 @dataclass(frozen=True)
@@ -91,17 +91,19 @@ class ClippedPixels:
             out[:, ~k] = np.nan
         return out
 
-    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> Quantised:
+    def quantised(self, cpu: Pool, pending: Any, y0: int, x0: int, h: int, w: int) -> list[Quantised]:
         keep, inner = pending
         if inner is None:
-            return nothing(h, w)
-        res = self.inner.quantised(cpu, inner, y0, x0, h, w)
-        k = keep[:h, :w]
-        if not k.all():
-            res.s = np.where(k, res.s, np.float32(np.nan))
-            if res.per_band is not None:
-                res.per_band[:, ~k] = np.nan
-        return res
+            return []
+        pieces = self.inner.quantised(cpu, inner, y0, x0, h, w)
+        for p in pieces:
+            hh, ww = p.s.shape
+            k = keep[p.y:p.y + hh, p.x:p.x + ww]
+            if not k.all():
+                p.s = np.where(k, p.s, np.float32(np.nan))
+                if p.per_band is not None:
+                    p.per_band[:, ~k] = np.nan
+        return pieces
 
     def stats(self) -> Stats:
         return self.inner.stats()

@@ -302,21 +302,17 @@ class NpyPixels:
         self._count(cur, x0)
         return out
 
-    def quantised(self, cpu: Pool, cur: list[_TileRows], y0: int, x0: int, h: int, w: int) -> Quantised:
-        """The chunk's owned int8 values and one-per-pixel scales (per-band-scale tiles: dequantised)."""
-        res = Quantised(np.zeros((h, w, BANDS), np.int8), np.full((h, w), np.nan, np.float32))
-        if any(tr.tile.scale_bands != 1 for tr in cur):
-            res.per_band = np.full((BANDS, h, w), np.nan, np.float32)
-
-        def one(tr: _TileRows) -> None:
-            if tr.tile.scale_bands != 1:
-                _dequantise_into(res.per_band, tr, self.win, y0, x0, None)  # type: ignore[arg-type]
-            else:
-                _copy_into(res, tr, self.win, y0, x0)
-
-        list(cpu.map(one, cur))
+    def quantised(self, cpu: Pool, cur: list[_TileRows], y0: int, x0: int, h: int, w: int) -> list[Quantised]:
+        """The chunk as pieces, one per tile: its fetched int8 rows (views, not copied) and the scales of the
+        pixels it owns (NaN elsewhere); per-band-scale tiles: their dequantised values."""
+        pieces = [p for p in (_piece(tr, self.win, y0, x0, h, w) for tr in cur if tr.tile.scale_bands == 1) if p]
+        per_band = [tr for tr in cur if tr.tile.scale_bands != 1]
+        if per_band:
+            pb = np.full((BANDS, h, w), np.nan, np.float32)
+            list(cpu.map(lambda tr: _dequantise_into(pb, tr, self.win, y0, x0, None), per_band))
+            pieces.append(Quantised(np.broadcast_to(np.int8(0), (h, w, BANDS)), np.full((h, w), np.nan, np.float32), pb))
         self._count(cur, x0)
-        return res
+        return pieces
 
     def _count(self, cur: list[_TileRows], x0: int) -> None:
         self.remote_bytes += sum(tr.nbytes for tr in cur if tr.first_x0 == x0 and tr.emb.result() is not None)
@@ -354,26 +350,19 @@ def _owned_part(tr: _TileRows, win: Window, y0: int, x0: int, h: int, w: int) ->
     return (r_lo, r_hi), (c0, c1), ty + r_lo - y0, tx + c0 - x0, owned
 
 
-def _copy_into(res: Quantised, tr: _TileRows, win: Window, y0: int, x0: int) -> None:
-    """Copy the int8 values and valid scales of the pixels this tile owns into res (one scale per pixel)."""
+def _piece(tr: _TileRows, win: Window, y0: int, x0: int, h: int, w: int) -> Quantised | None:
+    """The part of tile rows tr in the chunk at output (x0, y0) of size (h, w), as a piece: the int8 rows as
+    fetched and the scales of the pixels this tile owns where valid (NaN elsewhere); None when nothing."""
     emb, sc = tr.emb.result(), tr.scales.result()
     if emb is None or sc is None:  # a gone object, allowed: its pixels stay no data
-        return
-    part = _owned_part(tr, win, y0, x0, *res.s.shape)
+        return None
+    part = _owned_part(tr, win, y0, x0, h, w)
     if part is None:
-        return
+        return None
     (r_lo, r_hi), (c0, c1), oy, ox, owned = part
-    rows = slice(oy, oy + r_hi - r_lo)
-    cols = slice(ox, ox + c1 - c0)
     s = sc[r_lo - tr.r0:r_hi - tr.r0, c0:c1]
-    s = np.where(scales.valid(s), s, np.float32(np.nan))
-    e = emb[r_lo - tr.r0:r_hi - tr.r0, c0:c1]
-    if owned.all():
-        res.q[rows, cols] = e
-        res.s[rows, cols] = s
-    else:
-        np.copyto(res.q[rows, cols], e, where=owned[:, :, None])
-        np.copyto(res.s[rows, cols], s, where=owned)
+    return Quantised(emb[r_lo - tr.r0:r_hi - tr.r0, c0:c1], np.where(scales.valid(s) & owned, s, np.float32(np.nan)),
+                     y=oy, x=ox)
 
 
 def _dequantise_into(out: np.ndarray, tr: _TileRows, win: Window, y0: int, x0: int, sel: np.ndarray | None) -> None:

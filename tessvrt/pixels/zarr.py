@@ -20,7 +20,7 @@ from ..grid import Window, zone_label
 from ..scales import dequantise_into, valid
 from ..source.s3 import Pool
 from ..zarrstore import TesseraStore, ZoneGroup, open_store, region_windows
-from .base import BANDS, Quantised, Stats, ZoneJob, nothing
+from .base import BANDS, Quantised, Stats, ZoneJob
 
 _OPEN: OrderedDict[str, TesseraStore] = OrderedDict()  # token -> store opened in this process
 _OPEN_LOCK = threading.Lock()
@@ -146,19 +146,13 @@ class ZarrPixels:
             dequantise_into(cpu, out[:, oy:oy + sc.shape[0], ox:ox + sc.shape[1]], emb, sc, bands)
         return out
 
-    def quantised(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int) -> Quantised:
-        """The chunk's int8 values (a band-major view when the grid covers it) and valid scales, NaN elsewhere."""
+    def quantised(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int) -> list[Quantised]:
+        """The chunk's int8 values (a band-major view of the read, at its place in the chunk) and valid scales."""
         got = self._read(pending, y0, x0, h, w)
         if got is None:
-            return nothing(h, w)
+            return []
         emb, sc, oy, ox = got
-        s = np.where(valid(sc), sc, np.float32(np.nan))
-        if sc.shape == (h, w):
-            return Quantised(np.moveaxis(emb, 0, -1), s)
-        res = nothing(h, w)
-        res.q[oy:oy + sc.shape[0], ox:ox + sc.shape[1]] = np.moveaxis(emb, 0, -1)
-        res.s[oy:oy + sc.shape[0], ox:ox + sc.shape[1]] = s
-        return res
+        return [Quantised(np.moveaxis(emb, 0, -1), np.where(valid(sc), sc, np.float32(np.nan)), y=oy, x=ox)]
 
     def _read(self, pending: tuple, y0: int, x0: int, h: int, w: int) -> tuple | None:
         """(int8 (128, hh, ww), scales (hh, ww) with not-written pixels NaN, chunk offsets) once read and counted;

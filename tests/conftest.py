@@ -53,10 +53,21 @@ def gdalrc(s3, tmp_path_factory) -> Path:
 SERIAL = {"test_network.py", "test_safety.py"}
 
 
+# The longest modules first (summed durations of a full run, longest first): xdist's --dist loadfile hands whole
+# modules to workers in collection order, so starting with the longest keeps one worker from finishing a long
+# module alone at the end. Modules not listed keep their order after these.
+LONGEST_FIRST = ["test_region.py", "test_build_gti.py", "test_zarr_vrt.py", "test_read.py", "test_zarr.py",
+                 "test_collection.py", "test_faults.py", "test_qgis.py", "test_overview.py", "test_hostile.py",
+                 "test_preview.py", "test_firstuse.py", "test_zarr_hostile.py", "test_oracle.py", "test_materialise.py",
+                 "test_readme.py", "test_lazy.py"]
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.path.name in SERIAL:
             item.add_marker(pytest.mark.serial)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order is kept
 
 
 @pytest.fixture(autouse=True)

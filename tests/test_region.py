@@ -223,10 +223,8 @@ def test_build_clip_across_zones_masks_warped_tiles(cross_clip, gdalrc, tmp_path
     assert (~keep & ~np.isnan(ref[0]) & (lon > 6.0)).sum() > 100  # warped zone 32 pixels were clipped
 
 
-def test_materialise_region_needs_clip_with_a_vrt(s3, tmp_path):
-    f = write_region(tmp_path / "u.geojson", [U])
-    vrt = tmp_path / "u.vrt"
-    build(s3, vrt, "--region", str(f))
+def test_materialise_region_needs_clip_with_a_vrt(ring, tmp_path):
+    f, vrt = ring["region"], ring["plain"]  # built with --region, without --clip
     p = run_cli("materialise", str(vrt), str(tmp_path / "o.tif"), "--region", str(f), check=False)
     assert p.returncode == 1 and "add --clip" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "o.tif").exists()
@@ -332,10 +330,13 @@ def country_env(monkeypatch, tmp_path, url: str, sha: str) -> Path:
 
 @pytest.mark.parametrize("name", ["Testland", "testland", "TST", "tl", "Republic of Testland"])
 def test_country_by_name_or_code(s3, bucket_root, tmp_path, monkeypatch, countries, name):
+    # the library in this process (a CLI start-up per name costs seconds): the CLI's --country runs in the tests below
+    from tessvrt import build as build_vrt
+
     url, sha, _ = countries
     country_env(monkeypatch, tmp_path, url, sha)
     out = tmp_path / "c.vrt"
-    build(s3, out, "--country", name)
+    build_vrt(out, year=2024, endpoint=s3.url, region=Region.from_options(country=name))
     assert tile_cells(built_tiles(out)) == touched(U, sample_cells(bucket_root))
 
 

@@ -11,11 +11,13 @@ pixels, and its pixel (i, j) is the VRT's pixel (floor((i + 0.5) * H / oh), floo
 nearest-neighbour RasterIO picks when it reads the full resolution at the overview's size (measured
 on GDAL 3.6.2), so a decimated read returns the same pixels with or without the overview.
 
-Only those rows are fetched: per row, one ranged GET of the owner tiles' embeddings row (W*128 bytes)
-and one of its scales row, through materialise's pixel source (tessvrt.pixels: ownership between
+Only those rows are fetched, through materialise's pixel source (tessvrt.pixels: ownership between
 overlapping tiles, invalid scales -> NaN, deadlines and retries), so the overview equals the pixels
-materialise writes. The cross-zone main VRT, whose other zones' tiles GDAL warps, gets its own levels, made
-pixel by pixel as the warp picks them (`_write_main_level`).
+materialise writes: one ranged GET of the owner tiles' embeddings and one of their scales per picked row,
+or per run of picked rows when the rows skipped between them hold < GAP bytes (narrow tiles near the poles:
+reading 3 skipped rows of 7 kB costs less than a request each; real 51 N rows are 140 kB, one GET a row).
+The cross-zone main VRT, whose other zones' tiles GDAL warps, gets its own levels, made pixel by pixel
+as the warp picks them (`_write_main_level`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ MAX_SIDE = 4096  # the finest level is the first whose longer side is at most th
 MIN_SIDE = 256  # no further level once a level's longer side is below this (as gdaladdo's -minsize)
 ROWS = 128  # overview rows per write: one block row of the GeoTIFF (128 x 4096 x 128 bands x 4 B = 268 MB at most)
 THREADS = 16  # ranged GETs in flight
+GAP = 64 * 1024  # a GET reads the rows between two picked rows when they hold fewer bytes (GDAL merges ranges as close)
+SPAN = 64 * 1024 * 1024  # bytes of one run at most: float32 of its rows x width x 128 bands (main level: int8 of a tile's)
 MAIN = ""  # write_overviews' key of the cross-zone main VRT (its name is not in the record)
 
 
@@ -84,6 +88,27 @@ def picks(size: int, osize: int) -> np.ndarray:
     return np.floor((np.arange(osize) + 0.5) * (size / osize)).astype(np.int64)
 
 
+def runs(rows: np.ndarray, row_bytes: int, most: int) -> list[tuple[int, int]]:
+    """[a, b) index ranges of increasing rows, each read by one GET: a run takes the next row while the rows
+    skipped before it hold < GAP bytes and the run spans at most `most` rows."""
+    out: list[tuple[int, int]] = []
+    a = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or (rows[i] - rows[i - 1] - 1) * row_bytes >= GAP or rows[i] - rows[a] >= most:
+            out.append((a, i))
+            a = i
+    return out
+
+
+def _row_bytes(rec: dict, epsg: int) -> int:
+    """The longest embeddings row (W*128 bytes) of a zone's tiles: what one skipped row costs at most.
+
+    Scales rows are 1/32 of it, or 4x for (H, W, 128) scales, which upstream's code allows and the
+    published tiles do not have (a tile with them is read as the others, up to 4x the bytes skipped).
+    """
+    return max((t["width"] * BANDS for t in rec["tiles"] if t["epsg"] == epsg), default=BANDS)
+
+
 def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | list[int] = True) -> dict[str, list[str]]:
     """Write the overview levels (`factors()`, or the factors given) of every zone VRT, and of a cross-zone
     main VRT, into folder; list them in rec["overviews"] and the bytes fetched in rec["overview_remote_bytes"].
@@ -115,7 +140,7 @@ def write_overviews(folder: Path, rec: dict, endpoint: Endpoint, levels: bool | 
         try:
             src.check(THREADS)
             for lv in todo:
-                _write_level(folder / lv.file, src, job.window, lv, area)
+                _write_level(folder / lv.file, src, job.window, lv, _row_bytes(rec, zone["epsg"]), area)
                 entries.append(lv.entry())
             fetched += src.stats().remote_bytes
         finally:
@@ -137,7 +162,8 @@ def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv
     There, other zones' tiles are warped by GDAL (nearest, exact transform): a picked pixel takes its owner
     tile's pixel containing the pixel centre projected into the tile's zone, as GDAL's warper and
     tests/reference.py find it. Their rows are not decimated (the zones' grids are rotated against each
-    other), so this fetches each (tile, row) the picks fall on once: up to every row of the warped tiles.
+    other), so this fetches each (tile, row) the picks fall on once (up to every row of the warped tiles),
+    close rows of a tile in one GET (`runs`).
     """
     from .grid import PIXEL, owner_cells
     from .pixels.npy import TileTable
@@ -150,12 +176,12 @@ def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv
     fetched = 0
     progress(f"overview 1/{lv.factor} of the main VRT (EPSG:{lv.epsg}, warped tiles): {lv.width} x {lv.height} px")
 
-    def get(t, r: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(t, r: int, n: int) -> tuple[np.ndarray, np.ndarray]:  # tile rows [r, r+n): two GETs
         line, sline = t.width * BANDS, t.width * 4 * t.scale_bands
-        e = fetch_range(endpoint, t.grid, t.grid_offset + r * line, line, t.grid_size, what=f"tile {t.name}")
-        sc = fetch_range(endpoint, t.scales, t.scales_offset + r * sline, sline, t.scales_size, what=f"tile {t.name}")
-        return (np.frombuffer(e, np.int8).reshape(t.width, BANDS),
-                np.frombuffer(sc, "<f4").reshape(t.width, -1 if t.scale_bands > 1 else 1))
+        e = fetch_range(endpoint, t.grid, t.grid_offset + r * line, n * line, t.grid_size, what=f"tile {t.name}")
+        sc = fetch_range(endpoint, t.scales, t.scales_offset + r * sline, n * sline, t.scales_size, what=f"tile {t.name}")
+        return (np.frombuffer(e, np.int8).reshape(n, t.width, BANDS),
+                np.frombuffer(sc, "<f4").reshape(n, t.width, -1 if t.scale_bands > 1 else 1))
 
     with Pool(THREADS, "tessvrt-overview") as pool, _create(path, win, lv) as dst:
         for k in range(0, lv.height, ROWS):
@@ -176,14 +202,20 @@ def _write_main_level(path: Path, rec: dict, endpoint: Endpoint, win: Window, lv
                     for rr in np.unique(r[ok]).tolist():
                         m = ok & (r == rr)
                         where.setdefault((cell, rr), []).append((n, sel[m], c[m]))
-            futures = {key: pool.submit(get, tiles[key[0]], key[1]) for key in where}
-            for key, f in futures.items():
+            futures = []  # (tile cell, its rows in one run, future of those rows)
+            for cell in {key[0] for key in where}:
+                t, rs = tiles[cell], np.array(sorted(rr for c, rr in where if c == cell))
+                size = t.width * BANDS  # as _row_bytes
+                for a, b in runs(rs, size, max(1, SPAN // size)):
+                    futures.append((cell, rs[a:b], pool.submit(get, t, int(rs[a]), int(rs[b - 1] - rs[a]) + 1)))
+            for cell, rs, f in futures:
                 emb, sc = f.result()
                 fetched += emb.nbytes + sc.nbytes
-                for n, oc, tc in where[key]:
-                    s = sc[tc]
-                    v = emb[tc].astype(np.float32) * np.where(valid(s), s, np.float32(np.nan))
-                    block[:, n, oc] = v.T
+                for rr in rs.tolist():
+                    for n, oc, tc in where[(cell, rr)]:
+                        s = sc[rr - rs[0], tc]
+                        v = emb[rr - rs[0], tc].astype(np.float32) * np.where(valid(s), s, np.float32(np.nan))
+                        block[:, n, oc] = v.T
             clip_picks(block, area, win, rows[k:k + block.shape[1]], cols)
             dst.write(block, window=((k, k + block.shape[1]), (0, lv.width)))
     return fetched
@@ -212,21 +244,30 @@ def _create(path: Path, win: Window, lv: Level):  # noqa: ANN202 - an open raste
     return dst
 
 
-def _write_level(path: Path, src: PixelSource, win: Window, lv: Level, area: Any = None) -> None:
-    """The level's pixels, ROWS overview rows at a time; the next rows' GETs run while these are dequantised."""
+def _write_level(path: Path, src: PixelSource, win: Window, lv: Level, row_bytes: int, area: Any = None) -> None:
+    """The level's pixels, ROWS overview rows at a time; the next rows' GETs run while these are dequantised.
+
+    Each run of picked rows (`runs`, row_bytes: the zone's longest tile row) is one fetch: per owner tile one
+    GET of its embeddings rows and one of its scales rows; only the picked rows are kept.
+    """
     rows, cols = picks(win.height, lv.height), picks(win.width, lv.width)
     bands = list(range(1, BANDS + 1))
+    most = max(1, SPAN // (win.width * BANDS * 4))
     progress(f"overview 1/{lv.factor} of EPSG:{lv.epsg}: {lv.width} x {lv.height} px from {len(rows):,} rows")
     with Pool(THREADS, "tessvrt-overview") as pool, Pool(os.cpu_count() or 2, "tessvrt-dequant") as cpu, \
             _create(path, win, lv) as dst:
         def start(k: int) -> list:
-            return [src.fetch(pool, int(y), 0, 1, win.width, None) for y in rows[k:k + ROWS]]
+            ys = rows[k:k + ROWS]
+            return [(a, b, src.fetch(pool, int(ys[a]), 0, int(ys[b - 1] - ys[a]) + 1, win.width, None))
+                    for a, b in runs(ys, row_bytes, most)]
 
         pending = start(0)
         for k in range(0, lv.height, ROWS):
             cur, pending = pending, start(k + ROWS) if k + ROWS < lv.height else []
-            block = np.empty((BANDS, len(cur), lv.width), np.float32)
-            for n, (y, tiles) in enumerate(zip(rows[k:k + ROWS], cur, strict=True)):
-                block[:, n, :] = src.chunk(cpu, tiles, int(y), 0, 1, win.width, bands)[:, 0, cols]
-            clip_picks(block, area, win, rows[k:k + len(cur)], cols)
-            dst.write(block, window=((k, k + len(cur)), (0, lv.width)))
+            ys = rows[k:k + ROWS]
+            block = np.empty((BANDS, len(ys), lv.width), np.float32)
+            for a, b, tiles in cur:
+                y0, h = int(ys[a]), int(ys[b - 1] - ys[a]) + 1
+                block[:, a:b, :] = src.chunk(cpu, tiles, y0, 0, h, win.width, bands)[:, ys[a:b] - y0][:, :, cols]
+            clip_picks(block, area, win, ys, cols)
+            dst.write(block, window=((k, k + len(ys)), (0, lv.width)))

@@ -15,7 +15,7 @@ from reference import expected, load_record
 
 from tessvrt import build
 from tessvrt.grid import PIXEL, owner_cells
-from tessvrt.overview import factors, picks
+from tessvrt.overview import GAP, factors, picks, runs
 from tessvrt.testing import FaultProxy, env_with_gdalrc
 
 BLOCK = "4.0,88.0,4.3,88.3"  # 3x3 tiles, one zone (175 x 3350 px)
@@ -24,15 +24,18 @@ CROSS = "5.8,88.0,6.2,88.2"  # zones 31 and 32
 
 @pytest.fixture(scope="module")
 def built(s3, tmp_path_factory):
-    """The 3x3 block built with levels 1/4 and 1/16 (Python API), and a gdalrc pointing GDAL at a counting proxy."""
+    """The 3x3 block built with levels 1/4 and 1/16 (Python API) through a counting proxy, a gdalrc pointing GDAL
+    at that proxy, and the build's tile (requests, bytes)."""
     out = tmp_path_factory.mktemp("ovr")
     vrt = out / "block" / "block.vrt"
     vrt.parent.mkdir()
-    build(vrt, bbox=BLOCK, year=2024, endpoint=s3.url, overview=[4, 16])
     with FaultProxy(s3.url) as proxy:
+        build(vrt, bbox=BLOCK, year=2024, endpoint=proxy.url, overview=[4, 16])
+        reads = proxy.reads()
+        proxy.log.clear()
         rc = out / "gdalrc"
         run_cli("gdal-config", "--endpoint", proxy.url, "--config-file", str(rc))
-        yield vrt, rc, proxy
+        yield vrt, rc, proxy, reads
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +62,20 @@ def test_rule_is_gdal_nearest_and_levels():
     assert factors(50_000, 40_000) == [16, 64] and factors(300_000, 10) == [256, 1024]
 
 
+def test_runs_of_rows_read_in_one_get():
+    # 88 N tile rows (58 px x 128 B): 3 skipped rows (22 kB) are read, 15 (111 kB) are not; 51 N rows (140 kB) never
+    r4, r16 = picks(3350, 838), picks(3350, 210)
+    assert runs(r4[:128], 58 * 128, 10_000) == [(0, 128)]
+    assert runs(r16, 58 * 128, 10_000) == [(i, i + 1) for i in range(210)]
+    assert runs(r4[:128], 1100 * 128, 10_000) == [(i, i + 1) for i in range(128)]
+    # a run spans at most `most` rows; a gap of exactly GAP bytes splits; nothing is lost or repeated
+    assert runs(r4[:128], 58 * 128, 40) == [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70),
+                                             (70, 80), (80, 90), (90, 100), (100, 110), (110, 120), (120, 128)]
+    assert runs(np.array([0, 2, 3]), GAP, 100) == [(0, 1), (1, 3)] and runs(np.array([], int), 1, 1) == []
+
+
 def test_overview_pixels_equal_the_pixels_they_decimate(built, reference):
-    vrt, _, _ = built
+    vrt = built[0]
     rec, full = reference
     assert [(o["factor"], o["width"], o["height"]) for o in rec["overviews"]] == [(4, 44, 838), (16, 11, 210)]
     for o in rec["overviews"]:
@@ -76,8 +91,30 @@ def test_overview_pixels_equal_the_pixels_they_decimate(built, reference):
     assert len(rec["tiles"]) == 9
 
 
+def test_overview_build_reads_close_rows_in_one_get(built, reference):
+    """88 N tile rows are 7 kB: the 1/4 level reads each ROWS block's span of rows in one GET per tile (the 3
+    rows skipped between picks cost less than requests), the 1/16 level (15 rows skipped) one GET per row."""
+    from tessvrt.grid import Window
+    from tessvrt.overview import ROWS
+    from tessvrt.pixels.npy import TileTable
+
+    rec = reference[0]
+    n, _ = built[3]
+    win = Window(**rec["main"]["window"])
+    spans = [(win.offset_of(t.window)[1], t.height) for t in TileTable.from_record(rec, win.epsg).tiles()]
+
+    def covering(y0: int, y1: int) -> int:  # tiles holding any output row of [y0, y1]
+        return sum(ty <= y1 and y0 < ty + h for ty, h in spans)
+
+    r4, r16 = picks(win.height, 838), picks(win.height, 210)
+    level4 = sum(2 * covering(r4[k], r4[min(k + ROWS, 838) - 1]) for k in range(0, 838, ROWS))
+    level16 = sum(2 * covering(y, y) for y in r16)
+    assert 0 < n <= 2 * len(spans) + level4 + level16, (n, level4, level16)
+    assert n < 2 * 838  # one GET a picked row would take more for the 1/4 level alone
+
+
 def test_gdal_36_uses_the_overview_and_reads_no_tile(built, reference, gdal_bin, tmp_path):
-    vrt, rc, proxy = built
+    vrt, rc, proxy, _ = built
     rec, full = reference
     env = env_with_gdalrc(rc)
     for o in rec["overviews"]:
@@ -94,7 +131,7 @@ def test_gdal_36_uses_the_overview_and_reads_no_tile(built, reference, gdal_bin,
 
 @pytest.mark.parametrize("python", interpreters())
 def test_rasterio_decimated_read_is_the_overview(python, built, reference, tmp_path):
-    vrt, rc, proxy = built
+    vrt, rc, proxy, _ = built
     rec, full = reference
     w = rec["main"]["window"]
     for o in rec["overviews"]:
@@ -123,7 +160,7 @@ def _decimated_read(python, vrt, rc, w: dict, o: dict, tmp_path) -> tuple[dict, 
 
 
 def test_info_reports_and_materialise_ignores_overviews(built, reference, tmp_path, s3):
-    vrt, _, _ = built
+    vrt = built[0]
     rec, full = reference
     shown = run_cli("info", str(vrt)).stdout
     assert "overviews: 1/4 44 x 838 (EPSG:32631), 1/16 11 x 210 (EPSG:32631)" in shown

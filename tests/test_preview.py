@@ -178,14 +178,21 @@ def npy_raws(bucket_root, vrt: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def test_npy_multizone_equals_reference_pca(vrts, bucket_root, tmp_path):
-    out, png = tmp_path / "cross.tif", tmp_path / "cross.png"
+@pytest.fixture(scope="module")
+def cross(vrts, bucket_root, tmp_path_factory) -> dict:
+    """`tessvrt preview` of the cross-zone VRT (--png, --json) run once, with its per-zone references and raws."""
+    tmp = tmp_path_factory.mktemp("pvcross")
+    out, png = tmp / "cross.tif", tmp / "cross.png"
     p = run_cli("preview", str(vrts["cross"]), str(out), "--png", str(png), "--json", "--quiet")
-    res = json.loads(p.stdout)
+    return {"dir": tmp, "png": png, "res": json.loads(p.stdout), "refs": npy_refs(bucket_root, vrts["cross"]),
+            "raws": npy_raws(bucket_root, vrts["cross"])}
+
+
+def test_npy_multizone_equals_reference_pca(vrts, cross):
+    tmp_path, png, res, refs = cross["dir"], cross["png"], cross["res"], cross["refs"]
     rec = load_record(vrts["cross"])
     assert res["files"] == [str(tmp_path / f"cross_{z['label']}.tif") for z in rec["zones"]] and len(res["files"]) == 2
-    refs = npy_refs(bucket_root, vrts["cross"])
-    ref = check_outputs(res["files"], refs, npy_raws(bucket_root, vrts["cross"]))
+    ref = check_outputs(res["files"], refs, cross["raws"])
     assert res["sample_pixels"] == ref["n"] and res["cell"] == ref["cell"]
     # the sample is sparse: a small share of the bytes the stream reads (4 consecutive rows per cell)
     assert 0 < res["sample_bytes"] < 0.5 * 4 / ref["cell"] * res["remote_bytes"] * 4
@@ -237,11 +244,10 @@ def test_library_single_zone_and_sign_convention(vrts, bucket_root, tmp_path, gd
         assert got == (want if any(want) else [None, None, None]), (c, r, got, want)
 
 
-def test_same_values_same_colour_across_zones(vrts, bucket_root, tmp_path):
+def test_same_values_same_colour_across_zones(cross):
     """Colours are a function of the 128 values alone: pixels with equal embeddings in the two zone
     files of the boundary region get equal colours, and each zone's colour rule is the other's."""
-    res = json.loads(run_cli("preview", str(vrts["cross"]), str(tmp_path / "c.tif"), "--json", "-q").stdout)
-    refs = npy_refs(bucket_root, vrts["cross"])
+    res, refs = cross["res"], cross["refs"]  # the same preview run as test_npy_multizone_equals_reference_pca
     got = []
     for f in res["files"]:
         with rasterio.open(f) as d:
@@ -260,7 +266,7 @@ def test_same_values_same_colour_across_zones(vrts, bucket_root, tmp_path):
     with rasterio.open(res["files"][0]) as d:
         pca = json.loads(d.tags()["TESSVRT_PCA"])
     rule = {k: np.array(pca[k]) for k in ("components", "mean", "lo", "hi")}
-    np.testing.assert_array_equal(doc_colour(rule, refs[1], npy_raws(bucket_root, vrts["cross"])[1]), got[1])
+    np.testing.assert_array_equal(doc_colour(rule, refs[1], cross["raws"][1]), got[1])
 
 
 def test_every_byte_fetched_is_used_and_the_stream_reads_what_materialise_reads(vrts, s3, tmp_path):

@@ -103,11 +103,13 @@ def test_projected_file_equals_its_lonlat_copy(s3, tmp_path):
     dense, polar = densified_copy(U, "EPSG:3413")
     f4326 = write_region(tmp_path / "ll.geojson", [dense])
     f3413 = write_region(tmp_path / "polar.gpkg", [polar], crs="EPSG:3413", driver="GPKG")
+    from tessvrt import build as build_vrt
+
     a, b = tmp_path / "a.vrt", tmp_path / "b.vrt"
-    build(s3, a, "--region", str(f4326))
-    build(s3, b, "--region", str(f3413))
-    assert built_tiles(a) == built_tiles(b)
     ra, rb = Region.from_options(region=f4326), Region.from_options(region=f3413)
+    build_vrt(a, year=2024, endpoint=s3.url, region=ra)  # in this process: the CLI's --region runs in the tests above
+    build_vrt(b, year=2024, endpoint=s3.url, region=rb)
+    assert built_tiles(a) == built_tiles(b)
     from tessvrt.grid import Tile, tile_grids
 
     g = tile_grids([Tile.at(4.15, 88.15)])[0]
@@ -141,15 +143,26 @@ def check_clipped(clipped: Path, full: Path, poly) -> int:
     return int((~keep).sum())
 
 
-def test_clip_npy_materialise_nans_outside(s3, tmp_path):
-    f = write_region(tmp_path / "ring.geojson", [RING])
-    vrt = tmp_path / "r.vrt"
-    build(s3, vrt, "--region", str(f))
-    full, clipped = tmp_path / "full.tif", tmp_path / "clip.tif"
-    run_cli("materialise", str(vrt), str(full), "--bands", "1,64,128", "--quiet")
+@pytest.fixture(scope="module")
+def ring(s3, tmp_path_factory) -> dict[str, Path]:
+    """The RING region built plain and with --clip, and materialised (bands 1, 64, 128): the plain VRT whole,
+    the clipped VRT with the clip its record holds (no option). Shared: each build/materialise is a CLI run."""
+    tmp = tmp_path_factory.mktemp("ring")
+    f = write_region(tmp / "ring.geojson", [RING])
+    out = {"region": f, "plain": tmp / "p.vrt", "clip": tmp / "c.vrt", "full": tmp / "full.tif", "clipped": tmp / "clip.tif"}
+    build(s3, out["plain"], "--region", str(f))
+    build(s3, out["clip"], "--region", str(f), "--clip")
+    run_cli("materialise", str(out["plain"]), str(out["full"]), "--bands", "1,64,128", "--quiet")
+    run_cli("materialise", str(out["clip"]), str(out["clipped"]), "--bands", "1,64,128", "--quiet")
+    return out
+
+
+def test_clip_npy_materialise_nans_outside(ring, tmp_path):
+    f, vrt = ring["region"], ring["plain"]
+    clipped = tmp_path / "clip.tif"
     run_cli("materialise", str(vrt), str(clipped), "--bands", "1,64,128", "--quiet", "--region", str(f), "--clip")
-    outside = check_clipped(clipped, full, RING)
-    with rasterio.open(full) as d:
+    outside = check_clipped(clipped, ring["full"], RING)
+    with rasterio.open(ring["full"]) as d:
         assert outside > 1000 and d.width * d.height - outside > 10_000
     with rasterio.open(clipped) as d:
         assert "--region" in d.tags()["TESSVRT_CLIP"]
@@ -164,50 +177,56 @@ def test_clip_npy_materialise_nans_outside(s3, tmp_path):
         assert_same(a.read(), b.read(), "collection vs single COG, clipped")
 
 
+def test_build_clip_is_kept_by_materialise(ring):
+    """materialise of a VRT built with --clip applies the record's clip with no option."""
+    check_clipped(ring["clipped"], ring["full"], RING)
+
+
 @pytest.mark.parametrize("python", interpreters())
-def test_build_clip_masks_the_vrt_and_materialise_keeps_it(s3, gdalrc, tmp_path, python):
-    f = write_region(tmp_path / "ring.geojson", [RING])
-    vrt, plain = tmp_path / "c.vrt", tmp_path / "p.vrt"
-    build(s3, vrt, "--region", str(f), "--clip")
-    build(s3, plain, "--region", str(f))
-    full, clipped = tmp_path / "full.tif", tmp_path / "clip.tif"
-    run_cli("materialise", str(plain), str(full), "--bands", "1,128", "--quiet")
-    run_cli("materialise", str(vrt), str(clipped), "--bands", "1,128", "--quiet")  # the record's clip, no option
-    check_clipped(clipped, full, RING)
-    with rasterio.open(clipped) as d:
-        ref, (w, h) = d.read(), (d.width, d.height)
+def test_build_clip_masks_the_vrt_and_materialise_keeps_it(ring, gdalrc, tmp_path, python):
+    with rasterio.open(ring["clipped"]) as d:
+        ref, (w, h) = d.read([1, 3]), (d.width, d.height)  # bands 1 and 128
     # GDAL reads the VRT (masks in the sidecar) with the same NaNs: whole raster and windows across the hole's edge
     wins = [[0, 0, w, h], [w // 3, h // 3, w // 3, h // 3], [w - 40, h - 60, 40, 60]]
-    _, got = gdal_read(python, vrt, gdalrc, wins, [1, 128], tmp_path)
+    _, got = gdal_read(python, ring["clip"], gdalrc, wins, [1, 128], tmp_path)
     for (x, y, ww, hh), g in zip(wins, got, strict=True):
         assert_same(g, ref[:, y:y + hh, x:x + ww], f"GDAL window {x},{y},{ww},{hh} of the clipped VRT")
 
 
-def test_build_clip_across_zones_masks_warped_tiles(s3, gdalrc, tmp_path):
+# across zones 31 and 32 at 88 N, with a notch
+ZONES31_32 = shapely.Polygon([(5.82, 88.01), (6.18, 88.01), (6.18, 88.19), (6.03, 88.08), (5.97, 88.19), (5.82, 88.19)])
+
+
+@pytest.fixture(scope="module")
+def cross_clip(s3, tmp_path_factory) -> tuple[Path, Path]:
+    """ZONES31_32 in one main VRT on zone 31, built with --clip --overview (zone 32's tiles warped) and plain."""
+    tmp = tmp_path_factory.mktemp("crossclip")
+    f = write_region(tmp / "z.geojson", [ZONES31_32])
+    vrt, plain = tmp / "c.vrt", tmp / "p.vrt"
+    build(s3, vrt, "--region", str(f), "--clip", "--crs", "EPSG:32631", "--overview")
+    build(s3, plain, "--region", str(f), "--crs", "EPSG:32631")
+    return vrt, plain
+
+
+def test_build_clip_across_zones_masks_warped_tiles(cross_clip, gdalrc, tmp_path):
     # tiles of zones 31 and 32 at 88 N in one main VRT on zone 31: zone 32's tiles are warped, their masks clipped too
     import sys
 
-    poly = shapely.Polygon([(5.82, 88.01), (6.18, 88.01), (6.18, 88.19), (6.03, 88.08), (5.97, 88.19), (5.82, 88.19)])
-    f = write_region(tmp_path / "z.geojson", [poly])
-    vrt, plain = tmp_path / "c.vrt", tmp_path / "p.vrt"
-    build(s3, vrt, "--region", str(f), "--clip", "--crs", "EPSG:32631")
-    build(s3, plain, "--region", str(f), "--crs", "EPSG:32631")
-    with rasterio.open(tmp_path / "c.vrt") as d:
+    vrt, plain = cross_clip
+    with rasterio.open(vrt) as d:
         w, h, t = d.width, d.height, d.transform
     wins = [[0, 0, w, h]]
     _, (got,) = gdal_read(sys.executable, vrt, gdalrc, wins, [1, 64], tmp_path)
     _, (ref,) = gdal_read(sys.executable, plain, gdalrc, wins, [1, 64], tmp_path)
     cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(t.c + t.a * cols, t.f + t.e * rows)
-    keep = shapely.intersects_xy(poly, lon, lat)
+    keep = shapely.intersects_xy(ZONES31_32, lon, lat)
     assert_same(got, np.where(keep[None], ref, np.float32(np.nan)), "cross-zone clipped VRT vs shapely")
     assert (~keep & ~np.isnan(ref[0]) & (lon > 6.0)).sum() > 100  # warped zone 32 pixels were clipped
 
 
-def test_materialise_region_needs_clip_with_a_vrt(s3, tmp_path):
-    f = write_region(tmp_path / "u.geojson", [U])
-    vrt = tmp_path / "u.vrt"
-    build(s3, vrt, "--region", str(f))
+def test_materialise_region_needs_clip_with_a_vrt(ring, tmp_path):
+    f, vrt = ring["region"], ring["plain"]  # built with --region, without --clip
     p = run_cli("materialise", str(vrt), str(tmp_path / "o.tif"), "--region", str(f), check=False)
     assert p.returncode == 1 and "add --clip" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "o.tif").exists()
@@ -313,10 +332,13 @@ def country_env(monkeypatch, tmp_path, url: str, sha: str) -> Path:
 
 @pytest.mark.parametrize("name", ["Testland", "testland", "TST", "tl", "Republic of Testland"])
 def test_country_by_name_or_code(s3, bucket_root, tmp_path, monkeypatch, countries, name):
+    # the library in this process (a CLI start-up per name costs seconds): the CLI's --country runs in the tests below
+    from tessvrt import build as build_vrt
+
     url, sha, _ = countries
     country_env(monkeypatch, tmp_path, url, sha)
     out = tmp_path / "c.vrt"
-    build(s3, out, "--country", name)
+    build_vrt(out, year=2024, endpoint=s3.url, region=Region.from_options(country=name))
     assert tile_cells(built_tiles(out)) == touched(U, sample_cells(bucket_root))
 
 
@@ -484,30 +506,25 @@ def test_country_in_materialise_and_dry_run(s3, store, tmp_path, monkeypatch, co
     assert est["dry_run"] and est["zones"] == 4 and not (tmp_path / "d.tif").exists()
 
 
-def test_build_clip_read_by_gdal36_cli(s3, gdalrc, tmp_path, gdal_bin):
+def test_build_clip_read_by_gdal36_cli(ring, gdalrc, tmp_path, gdal_bin):
     """Debian's gdal_translate (GDAL 3.6, Byte + LUT raw bands) reads the clipped VRT's NaNs and values."""
     import subprocess
 
     from tessvrt.testing import env_with_gdalrc
 
-    f = write_region(tmp_path / "ring.geojson", [RING])
-    vrt = tmp_path / "c.vrt"
-    build(s3, vrt, "--region", str(f), "--clip")
-    clipped = tmp_path / "clip.tif"
-    run_cli("materialise", str(vrt), str(clipped), "--bands", "1,128", "--quiet")
-    with rasterio.open(clipped) as d:
-        ref, (w, h) = d.read(), (d.width, d.height)
+    with rasterio.open(ring["clipped"]) as d:
+        ref, (w, h) = d.read([1, 3]), (d.width, d.height)  # bands 1 and 128
     for x, y, ww, hh in ([w // 3, h // 3, w // 3, h // 3], [0, 0, 60, 80]):
         out = tmp_path / "patch.tif"
         subprocess.run(["gdal_translate", "-q", "-srcwin", str(x), str(y), str(ww), str(hh), "-b", "1", "-b", "128",
-                        str(vrt), str(out)], env=env_with_gdalrc(gdalrc), check=True)
+                        str(ring["clip"]), str(out)], env=env_with_gdalrc(gdalrc), check=True)
         with rasterio.open(out) as d:
             got = d.read()
         assert np.isnan(got).any() and not np.isnan(got).all()
         assert_same(got, ref[:, y:y + hh, x:x + ww], f"gdal_translate -srcwin {x} {y} {ww} {hh}")
 
 
-def test_build_clip_overviews_are_clipped_too(s3, gdalrc, tmp_path):
+def test_build_clip_overviews_are_clipped_too(cross_clip, gdalrc, tmp_path):
     """build --clip --overview: every overview level (zone levels and the warped main VRT's) holds the clipped
     full-resolution pixels it picks (GDAL's nearest rule, tessvrt.overview.picks)."""
     import sys
@@ -515,18 +532,15 @@ def test_build_clip_overviews_are_clipped_too(s3, gdalrc, tmp_path):
     from tessvrt.overview import picks
     from tessvrt.record import read_record
 
-    poly = shapely.Polygon([(5.82, 88.01), (6.18, 88.01), (6.18, 88.19), (6.03, 88.08), (5.97, 88.19), (5.82, 88.19)])
-    f = write_region(tmp_path / "z.geojson", [poly])
-    vrt = tmp_path / "c.vrt"
-    build(s3, vrt, "--region", str(f), "--clip", "--crs", "EPSG:32631", "--overview")
+    vrt = cross_clip[0]
     rec = read_record(vrt)
-    sidecar = tmp_path / "c.tessvrt"
+    sidecar = vrt.with_suffix(".tessvrt")
     checked = 0
     for name in [vrt.name] + [z["vrt"] for z in rec["zones"]]:
-        with rasterio.open(tmp_path / name) as d:
+        with rasterio.open(vrt.parent / name) as d:
             w, h = d.width, d.height
-        _, (full,) = gdal_read(sys.executable, tmp_path / name, gdalrc, [[0, 0, w, h]], [1, 128], tmp_path)
-        with rasterio.open(tmp_path / name) as d:
+        _, (full,) = gdal_read(sys.executable, vrt.parent / name, gdalrc, [[0, 0, w, h]], [1, 128], tmp_path)
+        with rasterio.open(vrt.parent / name) as d:
             epsg, bounds = d.crs.to_epsg(), tuple(round(v, 3) for v in d.bounds)
         for p in sorted(sidecar.rglob("*.tif")):
             with rasterio.open(p) as o:

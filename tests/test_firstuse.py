@@ -31,8 +31,9 @@ BBOX = ["--bbox", "4.0,88.0,4.3,88.3", "--year", "2024"]
 def built(s3, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("firstuse")
     block, cross = out / "block.vrt", out / "cross.vrt"
-    run_cli("build", *BBOX, "-o", str(block), "--endpoint", s3.url)
-    run_cli("build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url)
+    for p in run_cli_many([["build", *BBOX, "-o", str(block), "--endpoint", s3.url],
+                           ["build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url]]):
+        assert p.returncode == 0, p.stderr
     return {"block": block, "cross": cross}
 
 

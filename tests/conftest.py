@@ -112,11 +112,16 @@ def run_cli_many(argvs: list[list[str]]) -> list[subprocess.CompletedProcess]:
     """Command lines run one after another through the CLI's entry point in one interpreter (tests/cli_batch.py):
     one start-up instead of one per command, for tests of what a command says and writes, not of its process
     (signals, exit on a lost process and start-up time keep run_cli)."""
-    p = subprocess.run([sys.executable, str(HERE / "cli_batch.py")], input=json.dumps(argvs), capture_output=True,
-                       text=True, env=_cli_env())
-    assert p.returncode == 0, p.stderr[-3000:]
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cli-batch-") as tmp:
+        results = Path(tmp) / "results.json"
+        p = subprocess.run([sys.executable, str(HERE / "cli_batch.py"), str(results)], input=json.dumps(argvs),
+                           capture_output=True, text=True, env=_cli_env())
+        assert p.returncode == 0 and results.is_file(), p.stdout[-3000:] + p.stderr[-3000:]
+        got = json.loads(results.read_text())
     return [subprocess.CompletedProcess([*TESSVRT, *a], r["returncode"], r["stdout"], r["stderr"])
-            for a, r in zip(argvs, json.loads(p.stdout), strict=True)]
+            for a, r in zip(argvs, got, strict=True)]
 
 
 def interpreters() -> list:

@@ -106,13 +106,33 @@ def deleted(s3, bucket_root: Path, uri: str):
         s3.put(uri, (bucket_root / key).read_bytes())
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _cli_env() -> dict:
     env = dict(os.environ)
     env.setdefault("TESSVRT_CACHE_DIR", str(Path(env.get("TMPDIR", "/tmp")) / "tessvrt-test-cache"))
-    p = subprocess.run([*TESSVRT, *args], capture_output=True, text=True, env=env)
+    return env
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([*TESSVRT, *args], capture_output=True, text=True, env=_cli_env())
     if check and p.returncode != 0:
         raise AssertionError(f"tessvrt {' '.join(args)} failed:\n{p.stderr}")
     return p
+
+
+def run_cli_many(argvs: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Command lines run one after another through the CLI's entry point in one interpreter (tests/cli_batch.py):
+    one start-up instead of one per command, for tests of what a command says and writes, not of its process
+    (signals, exit on a lost process and start-up time keep run_cli)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cli-batch-") as tmp:
+        results = Path(tmp) / "results.json"
+        p = subprocess.run([sys.executable, str(HERE / "cli_batch.py"), str(results)], input=json.dumps(argvs),
+                           capture_output=True, text=True, env=_cli_env())
+        assert p.returncode == 0 and results.is_file(), p.stdout[-3000:] + p.stderr[-3000:]
+        got = json.loads(results.read_text())
+    return [subprocess.CompletedProcess([*TESSVRT, *a], r["returncode"], r["stdout"], r["stderr"])
+            for a, r in zip(argvs, got, strict=True)]
 
 
 def interpreters() -> list:

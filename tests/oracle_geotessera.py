@@ -4,7 +4,7 @@ Run with the oracle venv's interpreter (Python 3.12 + PyPI geotessera==0.11.0, s
 with the project's own venv; this file does not import tessvrt:
 
     $TESSVRT_ORACLE_PY tests/oracle_geotessera.py --root ROOT --dataset v1 --year 2024 --work DIR --out OUT.npz \\
-        [--tile LON,LAT ...] [--workers 1] [--no-reader] [--reader-bbox W,S,E,N ...] [--margin 2]
+        [--tile LON,LAT ...] [--workers 1] [--no-reader] [--no-stretch-stats] [--reader-bbox W,S,E,N ...] [--margin 2]
 
 ROOT is laid out like the bucket: ROOT/tessera/tessera/npy/{dataset}/{year}/grid_{lon}_{lat}/grid_{lon}_{lat}.npy
 and ..._scales.npy. ROOT is only read. In DIR the script makes upstream's "local mirror" (a symlink to the
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="zarr-fill workers (each can peak ~6 GiB; default 1)")
     ap.add_argument("--margin", type=int, default=2, help="pixels dumped around each tile's rectangle (default 2)")
     ap.add_argument("--no-reader", action="store_true", help="skip the GeoTesseraZarr.read_region reads")
+    ap.add_argument("--no-stretch-stats", action="store_true",
+                    help="pass zarr-fill --no-stretch-stats (display statistics, not embeddings or scales)")
     ap.add_argument("--reader-bbox", action="append", default=[], metavar="W,S,E,N",
                     help="lon/lat bbox for the reader (repeatable; default: each tile's own 0.1-degree cell)")
     ap.add_argument("--reverse-order", action="store_true", help="write the manifest in descending (lon, lat) order")
@@ -294,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("COLUMNS", "160")
     dsargs = ["--dataset-version", version, "--dataset-variant", variant]
     init_args = ["zarr-init", str(mirror), "--years", str(a.year), "--output", str(store), *dsargs]
-    fill_args = ["zarr-fill", str(mirror), str(store), "--year", str(a.year), "--workers", str(a.workers), *dsargs]
+    fill_args = ["zarr-fill", str(mirror), str(store), "--year", str(a.year), "--workers", str(a.workers), *dsargs,
+                 *(["--no-stretch-stats"] if a.no_stretch_stats else [])]
     meta: dict = {"geotessera": geotessera.__version__, "python": sys.version.split()[0], "root": str(a.root),
                   "dataset": a.dataset, "version": version, "variant": variant, "year": a.year,
                   "embeddings_layout": "(128, h, w) int8 band-first, as stored", "commands": {}, "seconds": {}}

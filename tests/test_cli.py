@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import manifest_path, run_cli
+from conftest import manifest_path, run_cli, run_cli_many
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,7 +23,7 @@ def assert_clean_failure(p, tmp_path, needle: str) -> None:
     assert not [f for f in os.listdir(tmp_path) if f != "manifest.parquet"], os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("bbox, needle", [
+BAD_BBOXES = [
     ("1,2,3", "four numbers"),
     ("a,b,c,d", "four numbers"),
     ("4.3,88.0,4.0,88.3", "inverted"),
@@ -32,17 +32,30 @@ def assert_clean_failure(p, tmp_path, needle: str) -> None:
     ("0,-95,1,1", "out of range"),
     ("35.6,139.6,35.8,139.9", "if you typed LAT,LON: longitude comes first, --bbox 139.6,35.6,139.9,35.8"),
     ("nan,1,2,3", "finite"),
-])
-def test_bad_bbox(bbox, needle, tmp_path, s3):
-    p = run_cli("build", f"--bbox={bbox}", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
-    assert_clean_failure(p, tmp_path, needle)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_bbox_runs(s3, tmp_path_factory) -> dict:
+    """Every BAD_BBOXES build, each in its own folder, in one interpreter: {bbox: (folder, result)}."""
+    folders = {bbox: tmp_path_factory.mktemp("bbox") for bbox, _ in BAD_BBOXES}
+    runs = run_cli_many([["build", f"--bbox={bbox}", "--year", "2024", "-o", str(f / "x.vrt"), "--endpoint", s3.url]
+                         for bbox, f in folders.items()])
+    return {bbox: (f, p) for (bbox, f), p in zip(folders.items(), runs, strict=True)}
+
+
+@pytest.mark.parametrize("bbox, needle", BAD_BBOXES)
+def test_bad_bbox(bbox, needle, bad_bbox_runs):
+    folder, p = bad_bbox_runs[bbox]
+    assert_clean_failure(p, folder, needle)
 
 
 def test_no_tiles_for_region_or_year(tmp_path, s3):
-    p = run_cli("build", "--bbox", "20,20,20.2,20.2", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
+    p, q = run_cli_many([
+        ["build", "--bbox", "20,20,20.2,20.2", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url],
+        ["build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "1999", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url]])
     assert_clean_failure(p, tmp_path, "none of the 4 requested tile(s)")
-    p = run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "1999", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
-    assert_clean_failure(p, tmp_path, "no tiles for year 1999")
+    assert_clean_failure(q, tmp_path, "no tiles for year 1999")
 
 
 def test_bad_manifests(tmp_path, s3):
@@ -67,9 +80,8 @@ def test_manifest_paths_outside_bucket_refused(tmp_path, s3, bucket_root):
     df.loc[df.index[2], "scales_path"] = first  # another tile's object in the right bucket
     m = tmp_path / "manifest.parquet"
     df.to_parquet(m)
-    for tile in ("4.05,88.25", "4.15,88.25", "4.25,88.25"):
-        p = run_cli("build", "--tile", tile, "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--manifest", str(m),
-                    "--endpoint", s3.url, check=False)
+    for p in run_cli_many([["build", "--tile", tile, "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--manifest", str(m),
+                            "--endpoint", s3.url] for tile in ("4.05,88.25", "4.15,88.25", "4.25,88.25")]):
         assert_clean_failure(p, tmp_path, "grid_4")
 
 

@@ -28,11 +28,14 @@ def sha256(path) -> str:
 
 
 def test_materialise_under_transient_faults_is_identical(s3, block_vrt, tmp_path):
+    # three bands: every tile object is still read whole row by row (the bands are interleaved per pixel), so
+    # the GETs and faults are those of a 128-band run, without encoding 128 float32 bands twice
+    bands = ["--bands", "1,64,128"]
     clean = tmp_path / "clean.tif"
-    run_cli("materialise", str(block_vrt), str(clean), "--quiet")
+    run_cli("materialise", str(block_vrt), str(clean), *bands, "--quiet")
     with FaultProxy(s3.url, TRANSIENT, seed=1, delay=0.05) as proxy:
         faulty = tmp_path / "faulty.tif"
-        run_cli("materialise", str(block_vrt), str(faulty), "--quiet", "--endpoint", proxy.url)
+        run_cli("materialise", str(block_vrt), str(faulty), *bands, "--quiet", "--endpoint", proxy.url)
     gets = sum(1 for m, *_ in proxy.log if m == "GET")
     assert all(proxy.injected[f] > 0 for f in TRANSIENT), proxy.injected  # every fault was exercised
     assert gets > 50
@@ -43,6 +46,14 @@ def test_materialise_under_transient_faults_is_identical(s3, block_vrt, tmp_path
                 assert_same(ob.read(), oa.read(), f"overview {k}")
     assert sha256(faulty) == sha256(clean)  # bit-identical file, not only equal pixels
     print(f"faults injected: {dict(proxy.injected)} over {len(proxy.log)} requests")
+
+
+@pytest.fixture(scope="module")
+def direct_record(s3, tmp_path_factory) -> dict:
+    """The record of the same build straight from the server (cold cache): what every faulty build must equal."""
+    tmp = tmp_path_factory.mktemp("direct")
+    with pytest.MonkeyPatch.context() as mp:
+        return build_via(s3.url, tmp / "direct.vrt", tmp / "cache", mp)
 
 
 def build_via(url: str, out, cache, monkeypatch) -> dict:
@@ -58,19 +69,19 @@ def assert_same_build(got: dict, want: dict) -> None:
 
 
 @pytest.mark.parametrize("fault", sorted(TRANSIENT))
-def test_manifest_download_survives_each_transient_fault(fault, s3, tmp_path, monkeypatch):
+def test_manifest_download_survives_each_transient_fault(fault, s3, direct_record, tmp_path, monkeypatch):
     with FaultProxy(s3.url, {fault: 0.5}, seed=1, delay=0.05) as proxy:  # seed 1: the first attempt is hit
         got = build_via(proxy.url, tmp_path / "via_proxy.vrt", tmp_path / "cache", monkeypatch)
     assert proxy.injected[fault] > 0, proxy.injected
-    assert_same_build(got, build_via(s3.url, tmp_path / "direct.vrt", tmp_path / "cache2", monkeypatch))
+    assert_same_build(got, direct_record)
     print(f"{fault}: injected {proxy.injected[fault]} over {len(proxy.log)} requests")
 
 
-def test_manifest_download_survives_faults_and_catches_flipped_bytes(s3, tmp_path, monkeypatch):
+def test_manifest_download_survives_faults_and_catches_flipped_bytes(s3, direct_record, tmp_path, monkeypatch):
     with FaultProxy(s3.url, {"flip": 0.4, **TRANSIENT}, seed=3, delay=0.05) as proxy:
         got = build_via(proxy.url, tmp_path / "via_proxy.vrt", tmp_path / "cache", monkeypatch)
     assert proxy.injected["flip"] > 0, proxy.injected
-    assert_same_build(got, build_via(s3.url, tmp_path / "direct.vrt", tmp_path / "cache2", monkeypatch))
+    assert_same_build(got, direct_record)
     print(f"faults injected: {dict(proxy.injected)} over {len(proxy.log)} requests")
 
 

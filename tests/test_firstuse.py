@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 
 import tessvrt
 from tessvrt.gdalconfig import READ_AHEAD
@@ -31,8 +31,9 @@ BBOX = ["--bbox", "4.0,88.0,4.3,88.3", "--year", "2024"]
 def built(s3, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("firstuse")
     block, cross = out / "block.vrt", out / "cross.vrt"
-    run_cli("build", *BBOX, "-o", str(block), "--endpoint", s3.url)
-    run_cli("build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url)
+    for p in run_cli_many([["build", *BBOX, "-o", str(block), "--endpoint", s3.url],
+                           ["build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url]]):
+        assert p.returncode == 0, p.stderr
     return {"block": block, "cross": cross}
 
 
@@ -159,7 +160,7 @@ def test_interrupt_exits_130(command, sig, built, tmp_path):
 
 # --- "no tiles" ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, searched, hint", [
+NO_TILES = [
     (["--bbox", "88.0,4.0,88.3,4.3"], "--bbox 88,4,88.3,4.3 read as W,S,E,N",
      "longitude comes first: --bbox 4,88,4.3,88.3 would select 9 tile(s) that exist"),
     (["--tile", "88.25,4.05"], "--tile 88.25,4.05 read as LON,LAT",
@@ -167,14 +168,27 @@ def test_interrupt_exits_130(command, sig, built, tmp_path):
     (["--bbox", "88.0,4.5,88.1,5.5"], "--bbox 88,4.5,88.1,5.5 read as W,S,E,N",
      "if you typed LAT,LON: longitude comes first, and --bbox 4.5,88,5.5,88.1 lies inside the dataset's coverage"),
     (["--bbox", "-30,40,-29.8,40.2"], "--bbox -30,40,-29.8,40.2 read as W,S,E,N", "try another --year or region"),
-])
-def test_no_tiles_says_what_was_searched_and_whether_swapping_helps(args, searched, hint, s3, tmp_path):
-    p = run_cli("build", *args, "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--endpoint", s3.url, check=False)
+]
+
+
+@pytest.fixture(scope="module")
+def no_tiles(s3, tmp_path_factory) -> list[tuple[Path, subprocess.CompletedProcess]]:
+    """Each NO_TILES build in its own folder, all in one interpreter: (folder, result) in NO_TILES' order."""
+    folders = [tmp_path_factory.mktemp("notiles") for _ in NO_TILES]
+    runs = run_cli_many([["build", *args, "--year", "2024", "-o", str(f / "x.vrt"), "--endpoint", s3.url]
+                         for f, (args, _, _) in zip(folders, NO_TILES, strict=True)])
+    return list(zip(folders, runs, strict=True))
+
+
+@pytest.mark.parametrize("case", range(len(NO_TILES)), ids=[" ".join(a) for a, _, _ in NO_TILES])
+def test_no_tiles_says_what_was_searched_and_whether_swapping_helps(case, no_tiles):
+    _, searched, hint = NO_TILES[case]
+    folder, p = no_tiles[case]
     line = one_error(p)
     assert "exist in v1 (TESSERA v1, variant 'vultr': the first global release) for 2024" in line, line
     assert searched in line and line.endswith(hint), line
     assert "lon 4.05..10.05, lat -88.15..88.25" in line, line
-    assert list(tmp_path.iterdir()) == []
+    assert list(folder.iterdir()) == []
 
 
 # --- renamed VRTs --------------------------------------------------------------------------------
@@ -191,14 +205,16 @@ def test_renamed_or_copied_vrt_with_its_sidecar_works(built, tmp_path):
     shutil.copy(built["cross"].with_name("cross_utm32n.vrt"), zone)
     shutil.copytree(built["cross"].with_name("cross.tessvrt"), tmp_path / "cross.tessvrt")
     try:
-        want = json.loads(run_cli("info", str(block), "--json").stdout)
-        for vrt in (renamed, elsewhere / "mine.vrt"):
-            got = json.loads(run_cli("info", str(vrt), "--json").stdout)
-            assert {**got, "vrt": ""} == {**want, "vrt": ""}
-        assert "cross_utm32n.vrt" in run_cli("info", str(zone)).stdout
         ref, out = tmp_path / "ref.tif", tmp_path / "renamed.tif"
-        run_cli("materialise", str(block), str(ref), "--bands", "1,64", "--quiet")
-        run_cli("materialise", str(renamed), str(out), "--bands", "1,64", "--quiet")
+        runs = run_cli_many([["info", str(block), "--json"], ["info", str(renamed), "--json"],
+                             ["info", str(elsewhere / "mine.vrt"), "--json"], ["info", str(zone)],
+                             ["materialise", str(block), str(ref), "--bands", "1,64", "--quiet"],
+                             ["materialise", str(renamed), str(out), "--bands", "1,64", "--quiet"]])
+        assert [r.returncode for r in runs] == [0] * 6, [r.stderr for r in runs]
+        want = json.loads(runs[0].stdout)
+        for r in runs[1:3]:  # the renamed VRT and the copy elsewhere
+            assert {**json.loads(r.stdout), "vrt": ""} == {**want, "vrt": ""}
+        assert "cross_utm32n.vrt" in runs[3].stdout
         with rasterio.open(ref) as a, rasterio.open(out) as b:
             assert np.array_equal(a.read(), b.read(), equal_nan=True)
     finally:
@@ -208,8 +224,8 @@ def test_renamed_or_copied_vrt_with_its_sidecar_works(built, tmp_path):
 def test_vrt_moved_without_its_sidecar_says_so(built, tmp_path):
     alone = tmp_path / "cross.vrt"
     shutil.copy(built["cross"], alone)
-    for cmd in (["info", str(alone)], ["materialise", str(alone), str(tmp_path / "x.tif")]):
-        line = one_error(run_cli(*cmd, check=False))
+    for p in run_cli_many([["info", str(alone)], ["materialise", str(alone), str(tmp_path / "x.tif")]]):
+        line = one_error(p)
         assert f"reads its pixels from cross.tessvrt/, which is not beside it in {tmp_path}" in line, line
         assert "move or copy cross.tessvrt/ together with the VRT" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cross.vrt"]

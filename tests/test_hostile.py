@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import manifest_path, replaced, run_cli
+from conftest import manifest_path, replaced, run_cli, run_cli_many
 
 from tessvrt.source import npy
 
@@ -69,13 +69,12 @@ def test_damaged_tile_object_is_refused_before_writing(kind, block, s3, bucket_r
     original = (bucket_root / t[which].split("/", 3)[3]).read_bytes()
     bad = damage(original, t["height"], t["width"])
     assert bad != original and (kind == "truncated" or len(bad) == len(original))
+    args = ["materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url]
     with replaced(s3, bucket_root, t[which], bad):
-        p = run_cli("materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url, check=False)
-        assert_refused(p, needle, tmp_path)
-        assert t["name"] in p.stderr
-        p = run_cli("materialise", str(vrt), str(tmp_path / "out.tif"), "--endpoint", s3.url, "--allow-missing",
-                    check=False)
-        assert_refused(p, needle, tmp_path)  # damaged is not missing: --allow-missing does not hide it
+        p, q = run_cli_many([args, [*args, "--allow-missing"]])
+    assert_refused(p, needle, tmp_path)
+    assert t["name"] in p.stderr
+    assert_refused(q, needle, tmp_path)  # damaged is not missing: --allow-missing does not hide it
 
 
 def _drop_band(text: str) -> str:
@@ -117,18 +116,32 @@ RECORD_EDITS = {
 }
 
 
+@pytest.fixture(scope="module")
+def edited(block, tmp_path_factory) -> dict:
+    """Each edit in its own folder, then every edit's materialise and info in one interpreter (all are refused
+    before any read): {edit: (folder, [materialise result, info result])}."""
+    cases, argvs = {}, []
+    for edit in [*VRT_EDITS, *RECORD_EDITS]:
+        folder = tmp_path_factory.mktemp(f"edit_{edit}")
+        vrt, rec_path = copy_vrt(block, folder / "v")
+        if edit in VRT_EDITS:
+            change, _ = VRT_EDITS[edit]
+            vrt.write_text(change(vrt.read_text()))
+        else:
+            change, _ = RECORD_EDITS[edit]
+            rec_path.write_text(json.dumps(change(json.loads(rec_path.read_text()))))
+        cases[edit] = folder
+        argvs += [["materialise", str(vrt), str(folder / "out.tif")], ["info", str(vrt)]]
+    results = iter(run_cli_many(argvs))
+    return {edit: (folder, [next(results), next(results)]) for edit, folder in cases.items()}
+
+
 @pytest.mark.parametrize("edit", [*VRT_EDITS, *RECORD_EDITS])
-def test_hand_edited_vrt_or_record_is_refused(edit, block, tmp_path):
-    vrt, rec_path = copy_vrt(block, tmp_path / "v")
-    if edit in VRT_EDITS:
-        change, needle = VRT_EDITS[edit]
-        vrt.write_text(change(vrt.read_text()))
-    else:
-        change, needle = RECORD_EDITS[edit]
-        rec_path.write_text(json.dumps(change(json.loads(rec_path.read_text()))))
-    for cmd in (["materialise", str(vrt), str(tmp_path / "out.tif")], ["info", str(vrt)]):
-        p = run_cli(*cmd, check=False)
-        assert_refused(p, needle, tmp_path)
+def test_hand_edited_vrt_or_record_is_refused(edit, edited):
+    needle = (VRT_EDITS if edit in VRT_EDITS else RECORD_EDITS)[edit][1]
+    folder, results = edited[edit]
+    for p in results:  # materialise, then info
+        assert_refused(p, needle, folder)
         want = "does not match its build record" if edit in VRT_EDITS else "an older tessvrt" if edit == "old_grid" else "is corrupt"
         assert want in p.stderr
 

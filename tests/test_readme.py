@@ -139,8 +139,10 @@ def test_use_section_runs_offline(user, gdal_bin):
     assert serve_cmd[:4] == ["python", "-m", "tessvrt.testing", "serve"] and len(serve_block) == 1
     proc = subprocess.Popen([sys.executable, *serve_cmd[1:], "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+    t0 = time.monotonic()
     try:
         seen = _Lines(proc).until(lambda s: any(x.startswith("tessvrt gdal-config") for x in s), timeout=600)
+        print(f"{time.monotonic() - t0:6.1f} s  the service is ready")  # where the time goes (pytest -s shows it)
         paste = seen[next(i for i, x in enumerate(seen) if x.startswith("Paste")) + 1:]
         # the block starts with exactly what the service prints; README shows the default port and folder
         assert len(offline) > len(paste)
@@ -166,7 +168,9 @@ def test_use_section_runs_offline(user, gdal_bin):
                 assert p.returncode == 0 and p.stdout, p.stderr
                 env[name] = p.stdout
                 continue
+            t0 = time.monotonic()
             p = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env, cwd=work, timeout=600)
+            print(f"{time.monotonic() - t0:6.1f} s  {line}")
             assert p.returncode == 0, f"README command failed: {line}\n{p.stdout}\n{p.stderr}"
             _check(words(line), p, env, port, home)
             ran.append(words(line)[:2])

@@ -8,11 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_same, gdal_read, interpreters, run_cli
+from conftest import assert_same, gdal_read, interpreters, run_cli, run_cli_many
 from reference import expected, load_record
 from test_cli import assert_clean_failure
 
@@ -98,25 +99,35 @@ def mirrors(s3, tmp_path_factory):
     return roots, rc
 
 
+@pytest.fixture(scope="module")
+def layout_vrts(mirrors, s3, tmp_path_factory) -> dict[str, Path]:
+    """One build per layout, read by each GDAL below (the build does not depend on the reader)."""
+    folder = tmp_path_factory.mktemp("layouts")
+    vrts = {source: folder / f"{source}.vrt" for source in ("gateway", "legacy")}
+    for p in run_cli_many([["build", "--bbox", "4.0,88.1,4.2,88.2", "--year", "2024", "-o", str(vrt), "--endpoint",
+                            s3.url, "--source", source] for source, vrt in vrts.items()]):
+        assert p.returncode == 0, p.stderr
+    return vrts
+
+
 @pytest.mark.parametrize("python", interpreters())
 @pytest.mark.parametrize("source", ["gateway", "legacy"])
-def test_other_layouts(source, python, mirrors, s3, tmp_path):
+def test_other_layouts(source, python, mirrors, layout_vrts, tmp_path):
     roots, rc = mirrors
-    vrt = tmp_path / f"{source}.vrt"
-    run_cli("build", "--bbox", "4.0,88.1,4.2,88.2", "--year", "2024", "-o", str(vrt), "--endpoint", s3.url,
-            "--source", source)
+    vrt = layout_vrts[source]
     rec = load_record(vrt)
     assert {t["grid"].split("/")[2] for t in rec["tiles"]} == {MIRRORS[source].bucket}
     check_windows(python, vrt, rc, roots[source], tmp_path)
 
 
 def test_datasets_command():
-    rows = json.loads(run_cli("datasets", "--json").stdout)
+    js, plain = run_cli_many([["datasets", "--json"], ["datasets"]])
+    rows = json.loads(js.stdout)
     names = {r["name"]: r for r in rows}
     assert {"v1", "v1.1-cam", "v1.1-dclimate", "v2-2B-L~beta1", "v2-2B-L~beta2"} <= set(names)
     assert names["v1.1-dclimate"]["npy"] is None and names["v1.1-dclimate"]["zarr"] == "v1.1-dclimate"
     assert names["v1"]["variant"] == "vultr" and "build" in names["v1"]["tessvrt"]
-    text = run_cli("datasets").stdout
+    text = plain.stdout
     assert "complete global run" in text and "Zarr only" in text
 
 
@@ -127,13 +138,25 @@ def test_version_only_name_says_which(s3, tmp_path):
     assert load_record(tmp_path / "v.vrt")["dataset"] == "v1.1-cam"
 
 
-@pytest.mark.parametrize("dataset, needle", [("v1.1-dclimate", "published only as Zarr"), ("dclimate", "only as Zarr"),
-                                             ("v7", "not a TESSERA dataset"), ("../v1", "not a TESSERA dataset")])
-def test_bad_datasets(dataset, needle, s3, tmp_path):
-    zarr_only = needle.endswith("only as Zarr")  # build reads their store unless told npy (tests/test_zarr_vrt.py)
-    p = run_cli("build", "--bbox", "4.0,88.1,4.2,88.2", "--year", "2024", "-o", str(tmp_path / "x.vrt"), "--dataset",
-                dataset, "--endpoint", s3.url, *(["--format", "npy"] if zarr_only else []), check=False)
-    assert_clean_failure(p, tmp_path, needle)
+BAD_DATASETS = [("v1.1-dclimate", "published only as Zarr"), ("dclimate", "only as Zarr"),
+                ("v7", "not a TESSERA dataset"), ("../v1", "not a TESSERA dataset")]
+
+
+@pytest.fixture(scope="module")
+def bad_dataset_runs(s3, tmp_path_factory) -> dict:
+    """Every BAD_DATASETS build, each in its own folder, in one interpreter: {dataset: (folder, result)}.
+    Zarr-only names are built with --format npy (without it build reads their store: tests/test_zarr_vrt.py)."""
+    folders = {d: tmp_path_factory.mktemp("dataset") for d, _ in BAD_DATASETS}
+    runs = run_cli_many([["build", "--bbox", "4.0,88.1,4.2,88.2", "--year", "2024", "-o", str(folders[d] / "x.vrt"),
+                          "--dataset", d, "--endpoint", s3.url, *(["--format", "npy"] if n.endswith("only as Zarr") else [])]
+                         for d, n in BAD_DATASETS])
+    return {d: (folders[d], p) for (d, _), p in zip(BAD_DATASETS, runs, strict=True)}
+
+
+@pytest.mark.parametrize("dataset, needle", BAD_DATASETS)
+def test_bad_datasets(dataset, needle, bad_dataset_runs):
+    folder, p = bad_dataset_runs[dataset]
+    assert_clean_failure(p, folder, needle)
     assert "tessvrt datasets" in p.stderr
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import HERE, assert_same, run_cli
+from conftest import HERE, assert_same, run_cli, run_cli_many
 from pyproj import Transformer
 
 from tessvrt.cog.check import cog_validate
@@ -83,12 +83,27 @@ def check_outputs(res: dict, store: Path, bands: list[int]) -> tuple[int, int, i
     return pixels, inf, bad
 
 
+def _bands(bbox: str) -> list[int]:
+    return [1, 2, 64, 128] if bbox != INSIDE else list(range(1, 129))
+
+
+@pytest.fixture(scope="module")
+def reference_runs(stores, s3, tmp_path_factory) -> dict:
+    """Every (dataset, bbox) materialise of the test below, each in its own folder, in one interpreter."""
+    folders = {(d, b): tmp_path_factory.mktemp("ref") for d in STORES for b in (INSIDE, SHARDS, ZONES_BOX)}
+    runs = run_cli_many([["materialise", str(f / "o.tif"), "--dataset", d, "--bbox", b, "--year", "2024", "--endpoint",
+                          s3.url, "--json", "--quiet", "--bands", ",".join(map(str, _bands(b))), "--blocksize", "64"]
+                         for (d, b), f in folders.items()])
+    return {k: (f, p) for (k, f), p in zip(folders.items(), runs, strict=True)}
+
+
 @pytest.mark.parametrize("dataset", list(STORES))
 @pytest.mark.parametrize("bbox, n_files", [(INSIDE, 1), (SHARDS, 2), (ZONES_BOX, 4)], ids=["inside", "shards", "zones"])
-def test_materialise_equals_reference(stores, s3, tmp_path, dataset, bbox, n_files):
-    bands = [1, 2, 64, 128] if bbox != INSIDE else list(range(1, 129))
-    out = tmp_path / "o.tif"
-    res = materialise(s3, out, bbox, "--bands", ",".join(map(str, bands)), "--blocksize", "64", dataset=dataset)
+def test_materialise_equals_reference(stores, reference_runs, dataset, bbox, n_files):
+    bands = _bands(bbox)
+    folder, run = reference_runs[(dataset, bbox)]
+    assert run.returncode == 0, run.stderr
+    res = json.loads(run.stdout)
     assert len(res["files"]) == n_files
     if n_files == 4:
         assert [Path(f).name for f in res["files"]] == ["o_utm31n.tif", "o_utm31s.tif", "o_utm32n.tif", "o_utm32s.tif"]
@@ -96,7 +111,7 @@ def test_materialise_equals_reference(stores, s3, tmp_path, dataset, bbox, n_fil
     assert res["not_computed"] == inf and res["outside"] == 0
     if n_files == 4:  # the region holds every sentinel: water, +inf written and never written, invalid scales
         assert inf > 1000 and pixels > 10_000 and bad >= 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(f).name for f in res["files"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(Path(f).name for f in res["files"])
 
 
 def test_planted_sentinels_are_nan(stores, s3, tmp_path):
@@ -115,13 +130,22 @@ def test_planted_sentinels_are_nan(stores, s3, tmp_path):
         assert np.isnan(v) != (val == np.float32(0.9999999)), (val, v)
 
 
-def test_requests_are_coalesced_and_never_whole_shards(stores, s3, tmp_path):
+@pytest.fixture(scope="module")
+def zones_band1(stores, s3, tmp_path_factory) -> tuple[dict, list]:
+    """Band 1 of ZONES_BOX through a proxy that injects nothing: (materialise's --json, the proxy's request log).
+    The requests test counts its GETs; the lying-replies test compares its retried runs with these files."""
+    with FaultProxy(s3.url) as proxy:
+        res = materialise(s3, tmp_path_factory.mktemp("zones_band1") / "r.tif", ZONES_BOX, "--bands", "1",
+                          endpoint=proxy.url)
+    return res, list(proxy.log)
+
+
+def test_requests_are_coalesced_and_never_whole_shards(stores, zones_band1):
     """A region of N inner chunks costs about N/k ranged GETs plus one index per shard and array; no GET
     reads a whole shard (counted at a proxy in front of the S3 server)."""
-    with FaultProxy(s3.url) as proxy:
-        res = materialise(s3, tmp_path / "r.tif", ZONES_BOX, "--bands", "1", endpoint=proxy.url)
+    res, log = zones_band1
     files = [Path(f) for f in res["files"]]
-    shard_gets = [e for e in proxy.log if ("/embeddings/c/" in e[1] or "/scales/c/" in e[1]) and e[0] == "GET"]
+    shard_gets = [e for e in log if ("/embeddings/c/" in e[1] or "/scales/c/" in e[1]) and e[0] == "GET"]
     index = [e for e in shard_gets if e[2].startswith("bytes=-")]
     ranged = [e for e in shard_gets if not e[2].startswith("bytes=-")]
     assert all(e[2].startswith("bytes=") for e in shard_gets), "a shard was read without a Range header"
@@ -132,7 +156,7 @@ def test_requests_are_coalesced_and_never_whole_shards(stores, s3, tmp_path):
         assert e[4] < sizes[key], f"whole shard read: {e}"
     chunks = stored_chunks(store, files)
     print(f"requests: {chunks} stored inner chunks -> {len(ranged)} chunk GETs + {len(index)} shard indexes "
-          f"(+{len(proxy.log) - len(shard_gets)} metadata GETs)")
+          f"(+{len(log) - len(shard_gets)} metadata GETs)")
     assert len(index) == 10  # the region touches 4 shards of each array in zone 31 and 1 in zone 32
     assert chunks >= 50 and len(ranged) * 3 <= chunks  # 16 is the least: one per shard, array and output file
 
@@ -277,8 +301,12 @@ def test_upstream_reader_agrees(stores, s3, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     d = np.load(npz)
     totals = {"pixels": 0, "equal": 0, "invalid_planted": 0}
-    for j, (name, bbox) in enumerate(boxes.items()):
-        res = materialise(s3, tmp_path / f"{name}.tif", bbox, "--bands", "1-128")
+    runs = run_cli_many([["materialise", str(tmp_path / f"{name}.tif"), "--dataset", "v1.1-dclimate", "--bbox", bbox,
+                          "--year", "2024", "--endpoint", s3.url, "--json", "--quiet", "--bands", "1-128"]
+                         for name, bbox in boxes.items()])  # five runs, one interpreter start-up
+    for j, (name, run) in enumerate(zip(boxes, runs, strict=True)):
+        assert run.returncode == 0, run.stderr
+        res = json.loads(run.stdout)
         assert len(res["files"]) == (1 if name != "shards" else 2)
         up = d[f"r{j}_values"]  # (H, W, 128), upstream's window on the north EPSG
         ut = d[f"r{j}_transform"]
@@ -357,7 +385,7 @@ def test_build_points_zarr_only_datasets_at_materialise(stores, s3, tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["wrong_start", "ignore_range"])
-def test_replies_that_are_not_the_range_asked_for_are_never_used(fault, stores, s3, tmp_path):
+def test_replies_that_are_not_the_range_asked_for_are_never_used(fault, stores, s3, zones_band1, tmp_path):
     """Shard indexes (suffix ranges) and chunk ranges: every reply lies, so the run refuses in one line and
     writes nothing; when a tenth lie, retries give the same file as a direct run."""
     out = tmp_path / "lied.tif"
@@ -367,7 +395,7 @@ def test_replies_that_are_not_the_range_asked_for_are_never_used(fault, stores, 
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
     assert ("instead of" in p.stderr or "ignored the byte range" in p.stderr), p.stderr
     assert not list(tmp_path.iterdir())
-    direct = materialise(s3, tmp_path / "direct.tif", ZONES_BOX, "--bands", "1")
+    direct = zones_band1[0]  # the same run through a proxy that does not lie
     with FaultProxy(s3.url, {fault: 0.1}, seed=2) as proxy:
         lied = materialise(s3, tmp_path / "retried.tif", ZONES_BOX, "--bands", "1", endpoint=proxy.url)
     assert proxy.injected[fault] > 0

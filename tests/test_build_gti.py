@@ -21,8 +21,9 @@ from reference import expected
 from tessvrt.errors import TessvrtError
 from tessvrt.testing import SAMPLE_BBOX, FaultProxy
 
-CROSS = "5.8,88.0,6.2,88.2"  # zones 31 and 32
-BLOCK = 64  # pixels: the sample's tiles at 88 N are ~40 px wide, so blocks cut across tiles
+CROSS = "5.9,88.0,6.1,88.2"  # zones 31 and 32: two tiles on each side of 6 E
+BLOCK = 128  # pixels: the sample's tiles at 88 N are ~40 px wide, so blocks cut across tiles; each block a GTI read
+# touches costs an open of its VRT and its tiles (64-px blocks made the full-window read 4x slower: 74 s vs 18 s)
 
 
 def record(sidecar: Path) -> dict:
@@ -72,6 +73,8 @@ def test_gti_pixels_equal_the_reference_on_gdal_310_and_312(gti, bucket_root, gd
     xs = [x for x in range(w["width"]) if (w["col0"] + x) % BLOCK == 0]
     ys = [y for y in range(w["height"]) if (w["row0"] - y + 1) % BLOCK == 0]
     assert xs and ys
+    # the full window checks every pixel; a few crossings (first, last, random) keep the windowed path on block edges
+    ys = sorted({ys[0], ys[-1], *rng.choice(ys, min(len(ys), 4), replace=False).tolist()})
     wins = [[0, 0, w["width"], w["height"]]]
     wins += [[max(x - 3, 0), max(y - 3, 0), 6, 6] for x in xs for y in ys]
     for _ in range(6):

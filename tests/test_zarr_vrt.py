@@ -293,7 +293,7 @@ def test_main_vrt_across_zones(zroot, zones_vrt, gdalrc, tmp_path):
     rec = json.loads((out.parent / "z.tessvrt" / "tessvrt.json").read_text())
     m = rec["main"]["window"]
     assert m["epsg"] == 32631 and (out.parent / "z.tessvrt" / "warped").is_dir()
-    bands = [1, 128]  # the first and last band: every band of each part is test_zarr_vrt_equals_reference's
+    bands = [1, 2, 64, 128]
     meta, (got,) = gdal_read(PY312, out, gdalrc, [[0, 0, m["width"], m["height"]]], bands, tmp_path)
     store = zroot / BUCKET / PREFIX / "v1.1-dclimate"
     refs = {z: reference(store, z, 2024, slice(0, SPEC[z].height), slice(0, SPEC[z].width), bands)[0] for z in SPEC}

@@ -8,13 +8,12 @@
 #  - .venv-oracle: python3.12 + upstream geotessera 0.11.0 (~1.1 GB), the test oracle that
 #    tests/oracle_geotessera.py drives (TESSVRT_ORACLE_PY)
 # The venvs are built side by side; a venv whose stamp says it already holds what is asked is not
-# reinstalled (a second run goes straight to the tests). The tests run on 2 pytest-xdist workers
-# (PYTEST_WORKERS, default 2; 0 = one process), after the timing-sensitive tests (marker serial) alone;
+# reinstalled (a second run goes straight to the tests). The tests run on 2 pytest-xdist workers at nice 19
+# (PYTEST_WORKERS, default 2; 0 = one process), beside the timing-sensitive tests (marker serial) in one process;
 # pytest arguments pass through (bash scripts/test.sh -k zarr).
 # Needs: python3 (3.11 here), python3.12 (found on PATH, under pyenv's root or the system's; or set
-# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and time: CI took 30 min before
-# the venvs were built side by side (19 min -> 4 min under load) and the tests ran on workers; the whole run
-# after that is not yet measured on a quiet machine (docs/performance.md, "Test suite").
+# PYTHON312=/path/to/python3.12), apt access for gdal-bin and python3-qgis, and time: a fresh clone took 14 min 26 s
+# here (2 cores, pip's cache warm; docs/performance.md, "Test suite").
 # A missing tool stops the run with one line saying what to install; each phase's wall time is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

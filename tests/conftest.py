@@ -112,6 +112,20 @@ def _cli_env() -> dict:
     return env
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` (mount's size=, e.g. 256k) mounted at folder (made here) while the block runs: a real
+    full disk. Skips the test where it cannot be mounted (needs root)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     p = subprocess.run([*TESSVRT, *args], capture_output=True, text=True, env=_cli_env())
     if check and p.returncode != 0:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, small_disk
 
 from tessvrt import errors
 from tessvrt.errors import TessvrtError
@@ -271,12 +271,7 @@ def test_sigterm_during_start_up_exits_130_and_leaves_nothing(command, block, s3
 @pytest.fixture
 def full_tmpfs(tmp_path):
     """A 64 kB tmpfs with every block taken (inodes are still free: a file can be created, not written)."""
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with small_disk(tmp_path / "full", "64k") as mnt:
         with open(mnt / "filler", "wb", buffering=0) as f:
             try:
                 while True:
@@ -285,8 +280,6 @@ def full_tmpfs(tmp_path):
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_lock_file_on_a_full_disk(full_tmpfs):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_same, deleted, run_cli
+from conftest import assert_same, deleted, run_cli, small_disk
 from reference import expected, load_record
 
 from tessvrt.cog.check import cog_validate
@@ -218,35 +218,19 @@ def test_disk_full_is_one_clear_error_and_leaves_nothing(vrts, tmp_path, monkeyp
     """A 4 MB file system fills up mid-run (the up-front space check is bypassed to get there)."""
     import importlib
 
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_disk(tmp_path / "small", "4m") as small:
         mat = importlib.import_module("tessvrt.materialise")
         monkeypatch.setattr(mat, "_check_space", lambda *a: None)
         with pytest.raises(mat.TessvrtError, match="writing .*out.tif failed") as err:
             mat.materialise(vrts["block"], small / "out.tif", bands="1-8", compress="none")
         assert "\n" not in str(err.value) and "free space" in str(err.value)
         assert list(small.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 def test_disk_check_names_small_sizes_in_mb(vrts, tmp_path):
     """Red-team 2 item 10: the up-front disk check said '0.0 GB' for outputs under a gigabyte."""
-    import os
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with small_disk(tmp_path / "small", "1m") as mnt:
         p = run_cli("materialise", str(vrts["block"]), str(mnt / "o.tif"), "--bands", "1", check=False)
         assert p.returncode == 1 and "not enough free disk space" in p.stderr, p.stderr
         assert " MB (temporaries and output)" in p.stderr and "0.0 GB" not in p.stderr, p.stderr
         assert list(mnt.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)

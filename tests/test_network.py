@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TESSVRT, run_cli
+from conftest import TESSVRT, run_cli, small_disk
 
 from tessvrt.testing import BlackHole, FaultProxy, FileServer, free_port
 
@@ -309,11 +309,7 @@ def test_uncreatable_cache_dir_build_goes_on_without_a_cache(how, s3, tmp_path, 
 def test_disk_full_while_caching_leaves_a_usable_cache(s3, tmp_path, monkeypatch, bucket_root):
     """The cache on a full file system: the build still works (without caching), no empty or
     half-written file is left to break a later build, and a later build with space caches."""
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_disk(tmp_path / "small", "256k") as small:
         size = (bucket_root / "tessera/tessera/npy/v1/manifest.parquet").stat().st_size
         pages = -(-size // 4096)
         filler = small / "filler"
@@ -329,8 +325,6 @@ def test_disk_full_while_caching_leaves_a_usable_cache(s3, tmp_path, monkeypatch
         build_ok(s3.url, tmp_path / "c.vrt", cache, monkeypatch)
         metas = [f for f in cache_files(cache) if f.suffix == ".json"]
         assert len(metas) == 1 and json.loads(metas[0].read_text())["etag"]
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 # --- item 8 (manifest and endpoint side): no secret stored -----------------------------------

@@ -112,6 +112,14 @@ def _cli_env() -> dict:
     return env
 
 
+def block_and_cross_vrts(s3, out: Path) -> dict[str, Path]:
+    """The sample's two standard builds in out: "block", 3x3 tiles in one zone, and "cross", across zones 31/32."""
+    block, cross = out / "block.vrt", out / "cross.vrt"
+    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(block), "--endpoint", s3.url)
+    run_cli("build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url)
+    return {"block": block, "cross": cross}
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path, size: str):
     """A tmpfs of `size` (mount's size=, e.g. 256k) mounted at folder (made here) while the block runs: a real

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_same, deleted, run_cli, small_disk
+from conftest import assert_same, block_and_cross_vrts, deleted, run_cli, small_disk
 from reference import expected, load_record
 
 from tessvrt.cog.check import cog_validate
@@ -21,11 +21,7 @@ from tessvrt.cog.profiles import overview_factors
 
 @pytest.fixture(scope="module")
 def vrts(s3, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mat")
-    block, cross = out / "block.vrt", out / "cross.vrt"
-    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(block), "--endpoint", s3.url)
-    run_cli("build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url)
-    return {"block": block, "cross": cross}
+    return block_and_cross_vrts(s3, tmp_path_factory.mktemp("mat"))
 
 
 def zone_reference(bucket_root, rec: dict, zone: dict, bands: list[int]) -> np.ndarray:

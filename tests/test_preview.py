@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import run_cli
+from conftest import block_and_cross_vrts, run_cli
 from reference import _owned, expected, load_record, stored
 
 from tessvrt.cog.check import cog_validate
@@ -143,11 +143,7 @@ def check_png(png: Path, invalid_share: float) -> np.ndarray:
 # ---- npy tiles, through a VRT ----
 @pytest.fixture(scope="module")
 def vrts(s3, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pv")
-    block, cross = out / "block.vrt", out / "cross.vrt"
-    run_cli("build", "--bbox", "4.0,88.0,4.3,88.3", "--year", "2024", "-o", str(block), "--endpoint", s3.url)
-    run_cli("build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url)
-    return {"block": block, "cross": cross}
+    return block_and_cross_vrts(s3, tmp_path_factory.mktemp("pv"))
 
 
 def npy_refs(bucket_root, vrt: Path) -> list[np.ndarray]:

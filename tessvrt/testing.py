@@ -381,6 +381,7 @@ class FaultProxy(_LocalServer):
         self.injected: Counter[str] = Counter()
         self.log: list[tuple[str, str, str, int, int]] = []
         self.requests = 0
+        self.in_flight = 0
         self.outages = 0
         self._down_until = 0.0
         self._closing = threading.Event()
@@ -415,6 +416,23 @@ class FaultProxy(_LocalServer):
         with self._state:
             super().__exit__(*exc)
             self._httpd = None
+
+    def settle(self, quiet: float = 0.5, timeout: float = 30.0) -> None:
+        """Wait until no request is in flight and none has arrived for `quiet` seconds.
+
+        A client killed mid-request leaves the proxy finishing (and logging) its upstream reads
+        afterwards; a test that counts a later run's requests must not count those.
+        """
+        deadline = time.monotonic() + timeout
+        seen, since = (self.requests, len(self.log)), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = (self.requests, len(self.log))
+            if now != seen or self.in_flight:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+        raise TimeoutError(f"the proxy still had {self.in_flight} requests in flight after {timeout:.0f} s")
 
     def reads(self, suffix: str = ".npy") -> tuple[int, int]:
         """(requests, body bytes) logged so far for objects whose path ends with suffix (tile data)."""
@@ -479,6 +497,15 @@ class FaultProxy(_LocalServer):
                 return headers, fault
 
             def _forward(self) -> None:
+                with lock:
+                    proxy.in_flight += 1
+                try:
+                    self._forward_one()
+                finally:
+                    with lock:
+                        proxy.in_flight -= 1
+
+            def _forward_one(self) -> None:
                 with lock:
                     proxy.requests += 1
                     if proxy.outage_after is not None and proxy.requests == proxy.outage_after:

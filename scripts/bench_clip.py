@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import numpy as np
 import shapely
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_materialise import serve  # noqa: E402
+from benchkit import served_sample  # noqa: E402
 
 from tessvrt.grid import Tile  # noqa: E402
-from tessvrt.testing import SampleTile, build_sample  # noqa: E402
+from tessvrt.testing import SampleTile  # noqa: E402
 
 TILES = [SampleTile(Tile.at(lon, lat)) for lat in (51.55, 51.45) for lon in (0.05, 0.15)]
 
@@ -38,41 +37,33 @@ def main() -> None:
     from tessvrt.build import build
     from tessvrt.materialise import materialise
 
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        root = build_sample(t / "bucket", TILES)
-        proc, url = serve(root)
-        try:
-            os.environ["TESSVRT_CACHE_DIR"] = str(t / "cache")
-            xs = np.linspace(0.0, 0.2, 41)
-            zig = [(x, 51.5 + (0.03 if k % 2 else -0.03)) for k, x in enumerate(xs)]
-            poly = shapely.Polygon([(0.0, 51.4), (0.2, 51.4), *zig[::-1]])
-            import pyogrio
+    with served_sample(TILES, "tessvrt-bench-clip-") as (t, _, url, _):
+        xs = np.linspace(0.0, 0.2, 41)
+        zig = [(x, 51.5 + (0.03 if k % 2 else -0.03)) for k, x in enumerate(xs)]
+        poly = shapely.Polygon([(0.0, 51.4), (0.2, 51.4), *zig[::-1]])
+        import pyogrio
 
-            region = t / "zig.geojson"
-            pyogrio.raw.write(region, np.array([shapely.to_wkb(poly)], object), [], [], geometry_type="Polygon",
-                              crs="EPSG:4326")
-            vrt = t / "r.vrt"
-            build(vrt, year=2024, bbox="0.0,51.4,0.2,51.6", endpoint=url)
-            times: dict[bool, list[float]] = {False: [], True: []}
-            mb = 0.0
-            for r in range(args.rounds):
-                for clip in (False, True):
-                    out = t / f"o_{r}_{clip}.tif"
-                    t0 = time.perf_counter()
-                    res = materialise(vrt, out, bands=args.bands, region=region if clip else None, clip=clip)
-                    times[clip].append(time.perf_counter() - t0)
-                    mb = res.output_float32_bytes / 1e6
-                    out.unlink()
-            a, b = statistics.median(times[False]), statistics.median(times[True])
-            print(f"region: 4 tiles, {mb:,.0f} MB float32 ({args.bands} bands), edge crossing every tile")
-            print(f"no clip: {a:6.2f} s  {mb / a:7.1f} MB/s   (rounds: {', '.join(f'{v:.2f}' for v in times[False])})")
-            print(f"--clip : {b:6.2f} s  {mb / b:7.1f} MB/s   (rounds: {', '.join(f'{v:.2f}' for v in times[True])})")
-            print(f"ratio clip / no clip: {b / a:.2f}")
-            print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        region = t / "zig.geojson"
+        pyogrio.raw.write(region, np.array([shapely.to_wkb(poly)], object), [], [], geometry_type="Polygon",
+                          crs="EPSG:4326")
+        vrt = t / "r.vrt"
+        build(vrt, year=2024, bbox="0.0,51.4,0.2,51.6", endpoint=url)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        mb = 0.0
+        for r in range(args.rounds):
+            for clip in (False, True):
+                out = t / f"o_{r}_{clip}.tif"
+                t0 = time.perf_counter()
+                res = materialise(vrt, out, bands=args.bands, region=region if clip else None, clip=clip)
+                times[clip].append(time.perf_counter() - t0)
+                mb = res.output_float32_bytes / 1e6
+                out.unlink()
+        a, b = statistics.median(times[False]), statistics.median(times[True])
+        print(f"region: 4 tiles, {mb:,.0f} MB float32 ({args.bands} bands), edge crossing every tile")
+        print(f"no clip: {a:6.2f} s  {mb / a:7.1f} MB/s   (rounds: {', '.join(f'{v:.2f}' for v in times[False])})")
+        print(f"--clip : {b:6.2f} s  {mb / b:7.1f} MB/s   (rounds: {', '.join(f'{v:.2f}' for v in times[True])})")
+        print(f"ratio clip / no clip: {b / a:.2f}")
+        print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -13,20 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_materialise import TILES, serve  # noqa: E402  (the same local file server in its own process)
-
-from tessvrt.testing import build_sample  # noqa: E402
-
-TESSVRT = [sys.executable, "-m", "tessvrt"]
+from benchkit import TILES, build_vrt, served_sample  # noqa: E402
 
 
 def transfer_bytes(address: str) -> int:
@@ -46,15 +39,8 @@ def main() -> None:
     ap.add_argument("--piece", type=int, default=1024)
     ap.add_argument("--keep", type=Path, default=None)
     a = ap.parse_args()
-    work = a.keep or Path(tempfile.mkdtemp(prefix="tessvrt-bench-dask-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["TESSVRT_CACHE_DIR"] = str(work / "cache")
-    root = build_sample(work / "bucket", TILES)
-    srv, url = serve(root)
-    try:
-        vrt = work / "bench.vrt"
-        subprocess.run([*TESSVRT, "build", *sum((["--tile", f"{t.tile.lon},{t.tile.lat}"] for t in TILES), []),
-                        "--year", "2024", "-o", str(vrt), "--endpoint", url], check=True, capture_output=True)
+    with served_sample(TILES, "tessvrt-bench-dask-", a.keep) as (work, _, url, _):
+        vrt = build_vrt(work / "bench.vrt", url, TILES)
         runs: dict[str, dict] = {}
 
         def one(name: str, **kw: object) -> None:
@@ -89,10 +75,6 @@ def main() -> None:
                                                  f"pieces), moved between workers {r['moved']:,} bytes")
             print(f"{name:>6}: {r['seconds']:6.1f} s  {r['mb_s']:6.1f} MB/s  ratio to single {base['seconds'] / r['seconds']:.2f}x"
                   f"{extra}")
-    finally:
-        srv.terminate()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,35 +31,10 @@ from rasterio.enums import Resampling
 from tessvrt.cog.profiles import DEFAULT_LEVEL, cog_options, overview_factors
 from tessvrt.grid import Tile
 from tessvrt.source.s3 import Endpoint, S3Location, client, fetch_range
-from tessvrt.testing import SampleTile, build_sample, free_port
+from tessvrt.testing import SampleTile
 
-TILES = [SampleTile(Tile.at(lon, lat)) for lat in (51.55, 51.45) for lon in (0.05, 0.15, 0.25)]
-TESSVRT = [sys.executable, "-m", "tessvrt"]
-
-
-def serve(root: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    code = ("import sys, time; from pathlib import Path; from tessvrt.testing import FileServer\n"
-            "s = FileServer(Path(sys.argv[1]), int(sys.argv[2])).__enter__()\nwhile True: time.sleep(3600)")
-    p = subprocess.Popen([sys.executable, "-c", code, str(root.parent), str(port)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            import urllib.request
-
-            urllib.request.urlopen(url + "/" + root.name + "/tessera/tessera/npy/v1/manifest.parquet", timeout=1).read(1)
-            return p, url
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("file server did not start")
-
-
-def gdal_env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_"))}
-    host = url.split("//", 1)[1]
-    env.update(AWS_NO_SIGN_REQUEST="YES", AWS_S3_ENDPOINT=host, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE",
-               AWS_REGION="us-west-2", GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE="ALL", GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
-    return env
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import TESSVRT, TILES, build_vrt, gdal_env, served_sample  # noqa: E402
 
 
 def cog_driver_options(compress: str) -> dict[str, str]:
@@ -82,27 +54,16 @@ def main() -> None:
     ap.add_argument("--wide", type=int, default=0, metavar="N",
                     help="instead: peak RSS of materialise on a row of N tiles (memory bound of wide regions)")
     args = ap.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="tessvrt-bench-mat-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["TESSVRT_CACHE_DIR"] = str(work / "cache")
     tiles = [SampleTile(Tile.at(0.05 + 0.1 * i, 51.55)) for i in range(args.wide)] if args.wide else TILES
-    root = build_sample(work / "bucket", tiles)
-    srv, url = serve(root)
-    try:
+    with served_sample(tiles, "tessvrt-bench-mat-", args.keep) as (work, root, url, _):
         if args.wide:
             wide(work, url, tiles, args.compress)
         else:
             run(work, root, url, args.compress)
-    finally:
-        srv.terminate()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def wide(work: Path, url: str, tiles: list[SampleTile], compress: str) -> None:
-    vrt = work / "wide.vrt"
-    subprocess.run([*TESSVRT, "build", *sum((["--tile", f"{t.tile.lon},{t.tile.lat}"] for t in tiles), []),
-                    "--year", "2024", "-o", str(vrt), "--endpoint", url], check=True, capture_output=True)
+    vrt = build_vrt(work / "wide.vrt", url, tiles)
     w = json.loads((work / "wide.tessvrt" / "tessvrt.json").read_text())["main"]["window"]
     out_f32 = w["width"] * w["height"] * 128 * 4
     t0 = time.perf_counter()
@@ -116,10 +77,7 @@ def wide(work: Path, url: str, tiles: list[SampleTile], compress: str) -> None:
 
 def run(work: Path, root: Path, url: str, compress: str) -> None:
     ep = Endpoint(url)
-    vrt = work / "bench.vrt"
-    subprocess.run([*TESSVRT, "build", *sum((["--tile", f"{t.tile.lon},{t.tile.lat}"] for t in TILES), []),
-                    "--year", "2024", "-o", str(vrt), "--endpoint", url],
-                   check=True, capture_output=True)
+    vrt = build_vrt(work / "bench.vrt", url, TILES)
     rec = json.loads((work / "bench.tessvrt" / "tessvrt.json").read_text())
     w = rec["main"]["window"]
     out_f32 = w["width"] * w["height"] * 128 * 4

@@ -19,20 +19,14 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_materialise import TILES, serve  # noqa: E402
-
-from tessvrt.testing import build_sample  # noqa: E402
-
-TESSVRT = [sys.executable, "-m", "tessvrt"]
+from benchkit import TESSVRT, TILES, build_vrt, served_sample  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -60,16 +54,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument("--before", type=Path, default=None, help="another source tree whose preview is timed too")
     args = ap.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="tessvrt-bench-preview-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["TESSVRT_CACHE_DIR"] = str(work / "cache")
-    root = build_sample(work / "bucket", TILES)
-    srv, url = serve(root)
-    try:
-        vrt = work / "bench.vrt"
-        subprocess.run([*TESSVRT, "build", *sum((["--tile", f"{t.tile.lon},{t.tile.lat}"] for t in TILES), []),
-                        "--year", "2024", "-o", str(vrt), "--endpoint", url, "--overwrite"], check=True,
-                       capture_output=True)
+    with served_sample(TILES, "tessvrt-bench-preview-", args.keep) as (work, _, url, srv):
+        vrt = build_vrt(work / "bench.vrt", url, TILES)
         w = json.loads((work / "bench.tessvrt" / "tessvrt.json").read_text())["main"]["window"]
         print(f"region: {len(TILES)} tiles at 51.5 N, {w['width']}x{w['height']} px; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -95,10 +81,6 @@ def main() -> None:
             print(f"median: {name:28s} {t:5.1f} s wall ({t / base[0]:.2f}x), {c:5.1f} s CPU ({c / base[1]:.2f}x)")
         print(f"target: preview <= 1.2x materialise; bytes ratio {pre['remote_bytes'] / mat['remote_bytes']:.3f}; "
               f"load average now {os.getloadavg()[0]:.1f}")
-    finally:
-        srv.terminate()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -10,22 +10,18 @@ usage: python scripts/bench_preview_sample.py
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_materialise import TILES, serve  # noqa: E402
+from benchkit import TILES, build_vrt, served_sample  # noqa: E402
 
 from tessvrt.grid import Window  # noqa: E402
 from tessvrt.pixels import npy_jobs, read_window  # noqa: E402
 from tessvrt.record import read_record  # noqa: E402
 from tessvrt.source.s3 import Endpoint  # noqa: E402
-from tessvrt.testing import build_sample  # noqa: E402
 
 STRIP = 128
 
@@ -57,16 +53,8 @@ def pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="tessvrt-bench-sample-"))
-    os.environ["TESSVRT_CACHE_DIR"] = str(work / "cache")
-    root = build_sample(work / "bucket", TILES)
-    srv, url = serve(root)
-    try:
-        import subprocess
-
-        vrt = work / "bench.vrt"
-        subprocess.run([sys.executable, "-m", "tessvrt", "build", *sum((["--tile", f"{t.tile.lon},{t.tile.lat}"] for t in TILES), []),
-                        "--year", "2024", "-o", str(vrt), "--endpoint", url], check=True, capture_output=True)
+    with served_sample(TILES, "tessvrt-bench-sample-") as (work, _, url, _):
+        vrt = build_vrt(work / "bench.vrt", url, TILES)
         job = npy_jobs(read_record(vrt), Endpoint.parse(url))[0]
         win = job.window
         cell = 128  # what preview's rule gives this region (bench_preview prints it)
@@ -98,9 +86,6 @@ def main() -> None:
             print(f"{k:34s} {len(s):6,} px, {rows:3d} tile rows read ({rows / win.height:.1%} of the bytes): principal angles "
                   f"to the dense fit {', '.join(f'{a:.2f}' for a in angles)} deg; captures {got:.3%} of the variance "
                   f"({got / best:.4f} of the dense fit's)")
-    finally:
-        srv.terminate()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,23 +21,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
 import tessvrt
-from tessvrt.grid import Tile
-from tessvrt.testing import SampleTile, build_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_materialise import serve  # noqa: E402  (the same local file server in its own process)
+from benchkit import BBOX, TILES, served_sample, upstream_store  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-TILES = [SampleTile(Tile.at(lon, lat)) for lat in (51.55, 51.45) for lon in (0.05, 0.15, 0.25)]
-BBOX = "0.02,51.42,0.28,51.58"
 
 
 def remote(r: dict) -> str:
@@ -61,20 +55,10 @@ def main() -> int:
     if not oracle:
         print("TESSVRT_ORACLE_PY is not set (scripts/test.sh makes the geotessera venv)", file=sys.stderr)
         return 2
-    work = a.keep or Path(tempfile.mkdtemp(prefix="tessvrt-bench-zarr-"))
-    work.mkdir(parents=True, exist_ok=True)
-    root = build_sample(work / "bucket", TILES)
-    store = root / "tessera" / "tessera" / "zarr" / "v1"
-    if not (store / "zarr.json").exists():
-        t0 = time.perf_counter()
-        cmd = [oracle, str(HERE.parent / "tests" / "oracle_geotessera.py"), "--root", str(root), "--dataset", "v1",
-               "--year", "2024", "--work", str(work / "upstream"), "--out", str(work / "upstream.npz"), "--no-reader"]
-        subprocess.run(cmd, check=True, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
-        shutil.copytree(work / "upstream" / "store.zarr", store)
-        print(f"upstream zarr-init + zarr-fill of {len(TILES)} tiles: {time.perf_counter() - t0:.1f} s")
-    proc, url = serve(root)
-    rows = {}
-    try:
+    with served_sample(TILES, "tessvrt-bench-zarr-", a.keep) as (work, root, url, _):
+        upstream_store(work, root, oracle, TILES)
+        store = root / "tessera" / "tessera" / "zarr" / "v1"
+        rows = {}
         vrt = work / "npy.vrt"
         tessvrt.build(vrt, bbox=BBOX, year=2024, endpoint=url, overwrite=True)
         for label, run in (
@@ -105,9 +89,6 @@ def main() -> int:
                 files = ex["files"]
         rows["(c) geotessera export_geotiffs"] = {"s": best_s, "mb": f32_mb(files), "remote_mb": None, "requests": None,
                                                   "files": len(files)}
-    finally:
-        proc.terminate()
-        proc.wait(10)
     base = rows["(a) npy: materialise VRT"]
     print(f"region {BBOX}, {len(TILES)} tiles of ~711 x 1123 px, all 128 bands, best of {a.repeat}")
     print(f"{'path':<34} {'s':>6} {'MB f32':>8} {'MB/s':>7} {'x (a)':>6} {'requests':>9} {'remote MB':>10} files")

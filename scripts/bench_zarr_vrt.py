@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +29,10 @@ import rasterio
 
 import tessvrt
 from tessvrt.gdalconfig import READ_AHEAD
-from tessvrt.testing import FaultProxy, build_sample
+from tessvrt.testing import FaultProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_materialise import gdal_env, serve  # noqa: E402
-from bench_zarr import BBOX, TILES  # noqa: E402  (the same six London tiles)
+from benchkit import BBOX, TILES, gdal_env, served_sample, upstream_store  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZE = 512
@@ -49,19 +47,6 @@ with rasterio.open(vrt) as d:
 np.save(out, a)
 print(json.dumps({"s": time.perf_counter() - t0, "gdal": rasterio.__gdal_version__}))
 """
-
-
-def store(work: Path, root: Path, oracle: str) -> None:
-    """Upstream's zarr-init + zarr-fill of the tiles into the bucket's zarr/v1 (skipped when it is there)."""
-    dst = root / "tessera" / "tessera" / "zarr" / "v1"
-    if (dst / "zarr.json").exists():
-        return
-    t0 = time.perf_counter()
-    cmd = [oracle, str(HERE.parent / "tests" / "oracle_geotessera.py"), "--root", str(root), "--dataset", "v1",
-           "--year", "2024", "--work", str(work / "upstream"), "--out", str(work / "upstream.npz"), "--no-reader"]
-    subprocess.run(cmd, check=True, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
-    shutil.copytree(work / "upstream" / "store.zarr", dst)
-    print(f"upstream zarr-init + zarr-fill of {len(TILES)} tiles: {time.perf_counter() - t0:.1f} s")
 
 
 def window_in(vrt: Path, x: float, y: float) -> tuple[int, int]:
@@ -80,13 +65,9 @@ def main() -> int:
     if not oracle or not py312:
         print("TESSVRT_ORACLE_PY and TESSVRT_PY312 must be set (scripts/test.sh makes both venvs)", file=sys.stderr)
         return 2
-    work = a.keep or Path(tempfile.mkdtemp(prefix="tessvrt-bench-zarr-vrt-"))
-    work.mkdir(parents=True, exist_ok=True)
-    root = build_sample(work / "bucket", TILES)
-    store(work, root, oracle)
-    proc, url = serve(root)
     rows: dict[str, dict] = {}
-    try:
+    with served_sample(TILES, "tessvrt-bench-zarr-vrt-", a.keep) as (work, root, url, _):
+        upstream_store(work, root, oracle, TILES)
         with FaultProxy(url) as proxy:
             npy, zarr = work / "npy.vrt", work / "zarr.vrt"
             tessvrt.build(npy, bbox=BBOX, year=2024, endpoint=proxy.url, overwrite=True)
@@ -116,9 +97,6 @@ def main() -> int:
                         best = r
                     arrays[label] = np.load(out)
                 rows[label] = best
-    finally:
-        proc.terminate()
-        proc.wait(10)
     a3, b3 = arrays["(a) npy VRT, 3 bands"], arrays["(b) Zarr VRT, 3 bands"]
     differ = ~((a3 == b3) | (np.isnan(a3) & np.isnan(b3))).all(axis=0)
     drows = np.flatnonzero(differ.any(axis=1))

@@ -134,6 +134,44 @@ def small_disk(folder: Path, size: str):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+def interrupt_when(proc: subprocess.Popen, folder: Path, pattern: str, sig: int, *, after: float = 0.0,
+                   wait: float = 60.0) -> tuple[int, float, str]:
+    """Send sig to proc once folder.glob(pattern) finds something (the command is mid-write; `after` seconds
+    later), and time its exit: (exit code, seconds from the signal to the exit, stderr)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while not list(folder.glob(pattern)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(after)
+    assert proc.poll() is None, f"the command ended before it could be interrupted (waited for {pattern})"
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, time.monotonic() - t0, err or ""
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """A user's environment with a private HOME and none of this machine's GDAL/AWS settings."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_"))}
+    return {**env, "HOME": str(home), **extra}
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The command as a user runs it, in the given environment (run_cli adds the tests' GDAL settings)."""
+    return subprocess.run([*TESSVRT, *args], capture_output=True, text=True, env=env or dict(os.environ),
+                          timeout=timeout)
+
+
+def one_error(p: subprocess.CompletedProcess, code: int | None = 1) -> str:
+    """The one line of a failed run whose whole stderr is that line (exit code `code`; None: any but 0)."""
+    lines = p.stderr.strip().splitlines()
+    assert (p.returncode != 0 if code is None else p.returncode == code) and len(lines) == 1 \
+        and lines[0].startswith("tessvrt: error:"), (p.returncode, p.stderr)
+    return lines[0]
+
+
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     p = subprocess.run([*TESSVRT, *args], capture_output=True, text=True, env=_cli_env())
     if check and p.returncode != 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import run_cli, run_cli_many
+from conftest import cli, one_error, run_cli, run_cli_many, user_env
 
 import tessvrt
 from tessvrt.gdalconfig import READ_AHEAD
@@ -35,24 +35,6 @@ def built(s3, tmp_path_factory) -> dict[str, Path]:
                            ["build", "--bbox", "5.8,88.0,6.2,88.2", "--year", "2024", "-o", str(cross), "--endpoint", s3.url]]):
         assert p.returncode == 0, p.stderr
     return {"block": block, "cross": cross}
-
-
-def user_env(home: Path, **extra: str) -> dict[str, str]:
-    """A user's environment with a private HOME and none of this machine's GDAL/AWS settings."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_"))}
-    return {**env, "HOME": str(home), **extra}
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tessvrt", *args], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=timeout)
-
-
-def one_error(p: subprocess.CompletedProcess) -> str:
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("tessvrt: error:"), p.stderr
-    return lines[0]
 
 
 # --- small items ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, small_disk
+from conftest import cli, one_error, run_cli, small_disk, user_env
 
 from tessvrt import errors
 from tessvrt.errors import TessvrtError
@@ -25,24 +25,6 @@ from tessvrt.zarrstore import Point
 
 BBOX = ["--bbox", "4.0,88.0,4.3,88.3", "--year", "2024"]
 COMMANDS = ["build", "materialise", "sample", "gdal-config", "doctor", "info", "datasets"]
-
-
-def user_env(home: Path, **extra: str) -> dict[str, str]:
-    """A user's environment with a private HOME and none of this machine's GDAL/AWS settings."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_"))}
-    return {**env, "HOME": str(home), **extra}
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tessvrt", *args], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=timeout)
-
-
-def one_error(p: subprocess.CompletedProcess, code: int = 1) -> str:
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == code and len(lines) == 1 and lines[0].startswith("tessvrt: error:"), (p.returncode, p.stderr)
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_same, block_and_cross_vrts, deleted, run_cli, small_disk
+from conftest import assert_same, block_and_cross_vrts, deleted, interrupt_when, run_cli, small_disk
 from reference import expected, load_record
 
 from tessvrt.cog.check import cog_validate
@@ -192,14 +191,8 @@ def test_interrupted_run_leaves_nothing_and_reruns_identically(vrts, block_tif, 
     out = tmp_path / "out.tif"
     cmd = [sys.executable, "-m", "tessvrt", "materialise", str(vrts["block"]), str(out), "--quiet", "--compress", "zstd"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.tif.*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "materialise finished before it could be interrupted"
-    time.sleep(0.3)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and not out.exists()
+    code, _, err = interrupt_when(proc, tmp_path, ".out.tif.*", sig, after=0.3)
+    assert code != 0 and not out.exists()
     if sig == signal.SIGTERM:
         assert err.strip().splitlines() == ["tessvrt: error: interrupted; no output was written "
                                             "(run the same command again to restart)"]

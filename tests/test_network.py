@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TESSVRT, run_cli, small_disk
+from conftest import TESSVRT, one_error, run_cli, small_disk
 
 from tessvrt.testing import BlackHole, FaultProxy, FileServer, free_port
 
@@ -44,13 +44,6 @@ def error_lines(p) -> list[str]:
     errs = [ln for ln in p.stderr.splitlines() if ln.startswith("tessvrt: error:")]
     assert p.returncode != 0 and len(errs) == 1 and "Traceback" not in p.stderr, p.stderr
     return errs
-
-
-def only_error(p) -> str:
-    """A failure whose whole stderr is one line."""
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("tessvrt: error:"), p.stderr
-    return lines[0]
 
 
 def no_tifs(folder: Path) -> list[str]:
@@ -90,7 +83,7 @@ def test_materialise_from_unreachable_endpoint_fails_within_15s(block, tmp_path)
         t0 = time.monotonic()
         p = materialise_via(hole.url, vrt, tmp_path / "out.tif")
         took = time.monotonic() - t0
-    err = only_error(p)
+    err = one_error(p, None)
     assert "127.0.0.1" in err and took <= 15, (took, err)
     assert not no_tifs(tmp_path)
 
@@ -184,7 +177,7 @@ def test_reply_that_is_not_the_range_asked_for_is_refused(fault, needle, block, 
     vrt, _ = block
     with FaultProxy(vrt_endpoint(block), {fault: 1.0}, skip=HEADER_READS) as proxy:  # the tile row reads
         p = materialise_via(proxy.url, vrt, tmp_path / "out.tif")
-    err = only_error(p)
+    err = one_error(p, None)
     assert needle in err and "refus" in err, err
     assert proxy.injected[fault] >= 6
     assert not no_tifs(tmp_path), os.listdir(tmp_path)
@@ -228,7 +221,7 @@ def test_outage_longer_than_the_retry_budget_is_one_line(block, tmp_path, monkey
         t0 = time.monotonic()
         p = materialise_via(proxy.url, vrt, tmp_path / "out.tif")
         took = time.monotonic() - t0
-    err = only_error(p)
+    err = one_error(p, None)
     assert "for 3 s" in err or "for 4 s" in err or "retried" in err, err
     assert took < 20 and proxy.outages == 1
     assert not no_tifs(tmp_path)
@@ -254,7 +247,7 @@ def test_malformed_endpoint_is_one_line(url, command, block, tmp_path):
         "gdal-config": ["gdal-config", "--config-file", str(tmp_path / "gdalrc")],
     }[command]
     p = run_cli(*args, "--endpoint", url, check=False)
-    err = only_error(p)
+    err = one_error(p, None)
     assert "--endpoint" in err, err
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
 

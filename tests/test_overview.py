@@ -230,22 +230,12 @@ def test_overview_build_that_fails_writes_nothing(s3, bucket_root, tmp_path):
 def test_interrupted_overview_build_leaves_nothing(s3, tmp_path):
     """Ctrl-C while the overview's rows are fetched: exit 130 within seconds, no VRT, no sidecar, no temporary."""
     import signal
-    import time
 
-    from conftest import TESSVRT
+    from conftest import TESSVRT, interrupt_when
 
     out = tmp_path / "o.vrt"
     proc = subprocess.Popen([*TESSVRT, "build", "--bbox", BLOCK, "--year", "2024", "-o", str(out), "--endpoint", s3.url,
                              "--overview"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".o.vrt.*/o.tessvrt/overview_*.tif")) and proc.poll() is None \
-            and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "build finished before its overview could be interrupted"
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    code = proc.wait(60)
-    took = time.monotonic() - t0
-    err = proc.stderr.read()
+    code, took, err = interrupt_when(proc, tmp_path, ".o.vrt.*/o.tessvrt/overview_*.tif", signal.SIGINT, wait=120)
     assert code == 130 and "interrupted" in err and "Traceback" not in err and took < 5.0, (code, took, err[-500:])
     assert list(tmp_path.iterdir()) == []

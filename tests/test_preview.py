@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from conftest import block_and_cross_vrts, run_cli
+from conftest import block_and_cross_vrts, interrupt_when, run_cli
 from reference import _owned, expected, load_record, stored
 
 from tessvrt.cog.check import cog_validate
@@ -304,17 +303,10 @@ def test_sigterm_takes_effect_in_seconds_and_leaves_nothing(vrts, tmp_path, stag
     out, png = tmp_path / "o.tif", tmp_path / "o.png"
     cmd = [sys.executable, "-m", "tessvrt", "preview", str(vrts["cross"]), str(out), "--png", str(png), "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
     sign = ".o*.lock.tessvrt-tmp" if stage == "sample" else ".o_utm*.tessvrt-tmp*"
-    while not list(tmp_path.glob(sign)) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.1)
-    assert proc.poll() is None, "preview finished before it could be interrupted"
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - t0 < 10, "SIGTERM took more than 10 s"
-    assert proc.returncode == 130 and "interrupted; no output was written" in err and "Traceback" not in err
+    code, took, err = interrupt_when(proc, tmp_path, sign, signal.SIGTERM, after=0.1)
+    assert took < 10, "SIGTERM took more than 10 s"
+    assert code == 130 and "interrupted; no output was written" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from conftest import TESSVRT, manifest_path, run_cli
+from conftest import TESSVRT, interrupt_when, manifest_path, run_cli
 from test_cli import assert_clean_failure
 
 from tessvrt.grid import Tile, owner_cells, ownerships, tile_grids
@@ -157,22 +157,12 @@ def test_sigterm_during_build_leaves_nothing_and_a_killed_build_is_cleaned(tmp_p
     out = tmp_path / "big.vrt"
     cmd = [*TESSVRT, "build", "--bbox", "0,50,6,54", "--year", "2024", "-o", str(out), "--manifest", str(m)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(f".big.vrt.*{TMP_MARK}")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "build finished before it could be interrupted"
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(30)
-    took = time.monotonic() - t0
-    assert code == 130 and "interrupted" in proc.stderr.read() and took < 2.0, (code, took)
+    code, took, err = interrupt_when(proc, tmp_path, f".big.vrt.*{TMP_MARK}", signal.SIGTERM)
+    assert code == 130 and "interrupted" in err and took < 2.0, (code, took)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet"]
     # SIGKILL cannot be caught: the next run removes what it left
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not list(tmp_path.glob(f".big.vrt.*{TMP_MARK}")) and proc.poll() is None and time.monotonic() < deadline + 60:
-        time.sleep(0.005)
-    proc.kill()
-    proc.wait(30)
+    interrupt_when(proc, tmp_path, f".big.vrt.*{TMP_MARK}", signal.SIGKILL)
     assert list(tmp_path.glob(f".big.vrt.*{TMP_MARK}")), "a killed build should leave its temporary (to be cleaned)"
     small = tmp_path / "small.parquet"
     synthetic_manifest(small, tiles[:4])

@@ -95,7 +95,8 @@ def build(
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
     clip: bool = typer.Option(False, "--clip", help="Mask pixels whose centres are outside --bbox/--region/--country"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote bytes, VRT bytes and times from the "
-                                 "manifest; read no tile, write nothing"),
+                                 "manifest (Zarr: the store's metadata); read no tile or chunk, write nothing"),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the figures as JSON"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox, --tile, --region or --country."""
     from .build import build as run
@@ -104,6 +105,8 @@ def build(
     from .source.s3 import public_url
 
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
+    if as_json and not dry_run:
+        _fail("--json prints the figures of --dry-run: add --dry-run, or drop --json")
     with _reported("interrupted; nothing was written (run the same command again)"):
         area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
@@ -112,7 +115,10 @@ def build(
     for note in res.notes:
         typer.echo(f"tessvrt: {note}", err=True)
     if res.estimate is not None:
-        typer.echo(res.estimate.line())  # type: ignore[attr-defined]
+        est = res.estimate
+        typer.echo(json.dumps({"dry_run": True, **est.fields()}) if as_json else est.line())  # type: ignore[attr-defined]
+        if getattr(est, "refused", None):  # exit as the real build would (a Zarr region over the chunk cap)
+            _fail(f"the build would be refused: {est.refused}")  # type: ignore[attr-defined]
         return
     if res.missing_count:
         more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
@@ -191,10 +197,7 @@ def materialise(
     if res.estimate is not None:
         est = res.estimate
         if as_json:
-            typer.echo(json.dumps({"dry_run": True, "zones": est.zones, "outputs": est.outputs, "tiles": est.tiles,
-                                   "pixels": est.pixels, "bands": est.bands, "remote_bytes": est.remote_bytes,
-                                   "remote_bytes_exact": est.remote_exact, "float32_bytes": est.float32_bytes,
-                                   "output_bytes": round(est.output_bytes), "seconds": round(est.seconds, 1)}))
+            typer.echo(json.dumps({"dry_run": True, **est.fields()}))
         else:
             typer.echo(est.line())
         return

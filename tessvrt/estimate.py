@@ -54,6 +54,14 @@ class Estimate:
                 f"per worker x {max(self.workers, 1)}")
 
 
+    def fields(self) -> dict:
+        """The figures as --json gives them (materialise --dry-run, and build --dry-run's full read)."""
+        return {"zones": self.zones, "outputs": self.outputs, "tiles": self.tiles, "pixels": self.pixels,
+                "bands": self.bands, "remote_bytes": self.remote_bytes, "remote_bytes_exact": self.remote_exact,
+                "float32_bytes": self.float32_bytes, "output_bytes": round(self.output_bytes),
+                "seconds": round(self.seconds, 1)}
+
+
 def estimate(jobs: list[ZoneJob], bands: int, outputs: int, pixels: int | None = None, workers: int = 1,
              unit: str = "file") -> Estimate:
     feet = [j.spec.footprint() for j in jobs]
@@ -80,10 +88,44 @@ class BuildEstimate:
     def seconds(self) -> float:
         return self.tiles / BUILD_TILES_PER_S
 
+    def fields(self) -> dict:
+        """--json: the full read's figures (as materialise --dry-run gives them), the build's own under "build"."""
+        return {"format": "npy", **self.read.fields(),
+                "build": {"tiles": self.tiles, "sidecar_bytes": self.sidecar_bytes, "seconds": round(self.seconds, 1)}}
+
     def line(self) -> str:
         return (f"build: {self.tiles:,} tiles, writes ~{human_bytes(self.sidecar_bytes)} of VRTs and sidecar in about "
                 f"{_took(self.seconds)} at {BUILD_TILES_PER_S:,} tiles/s, reading no tile; materialising all of it: "
                 f"{self.read.line()}")
+
+
+@dataclass
+class ZarrBuildEstimate:
+    """What `build --dry-run` says of a Zarr VRT (tessvrt.zarrvrt.dry_run_zarr): the references it would write,
+    the shard indexes it would read (its only remote reads), and what reading all of it costs. The chunk count
+    is an upper bound: a chunk the shard index marks empty gets no reference."""
+
+    chunks: int
+    shards: int
+    index_bytes: int
+    refs_bytes: int  # the references' JSON, at zarrvrt.REF_BYTES per chunk
+    max_chunks: int
+    refused: str | None  # why the real build would refuse it (over max_chunks), else None
+    read: Estimate
+
+    def fields(self) -> dict:
+        """--json: the same fields as the npy dry run's (tiles null), the build's own under "build"."""
+        return {"format": "zarr", **self.read.fields(),
+                "build": {"chunks": self.chunks, "chunks_exact": False, "max_chunks": self.max_chunks,
+                          "refs_bytes": self.refs_bytes, "shards": self.shards, "index_bytes": self.index_bytes,
+                          "refused": self.refused}}
+
+    def line(self) -> str:
+        verdict = "WOULD BE REFUSED (see below)" if self.refused else f"at most {self.max_chunks:,} allowed"
+        return (f"build: {self.read.zones} zone part(s), {self.read.pixels:,} pixels; references at most "
+                f"{self.chunks:,} inner chunks ({verdict}), ~{human_bytes(self.refs_bytes)} of JSON; reads the "
+                f"index of {self.shards:,} shard(s) ({human_bytes(self.index_bytes)}) and no chunk; materialising all "
+                f"of it: {self.read.line()}")
 
 
 def _took(s: float) -> str:

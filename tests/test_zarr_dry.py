@@ -101,18 +101,19 @@ def test_dry_run_figures_equal_the_real_build(store, s3, tmp_path, bbox, n_parts
     assert f"index of {shards:,} shard(s)" in line and f"at most {human_bytes(pixels * 132)} of Zarr chunks" in line
 
 
-def capped(cap: int, argvs: list[list[str]], tmp: Path) -> list[subprocess.CompletedProcess]:
-    """Command lines through the CLI's entry point (tests/cli_batch.py) in one process whose MAX_CHUNKS is cap:
-    the sample store is far too small to reach the real 500,000."""
-    driver = ("import runpy, sys; import tessvrt.zarrvrt as z; z.MAX_CHUNKS = int(sys.argv[1]); sys.argv = sys.argv[2:]; "
-              "runpy.run_path(sys.argv[0], run_name='__main__')")
-    results = tmp / f"capped-{cap}.json"
-    p = subprocess.run([sys.executable, "-c", driver, str(cap), str(HERE / "cli_batch.py"), str(results)],
-                       input=json.dumps(argvs), capture_output=True, text=True, env=_cli_env())
+def capped(runs: list[tuple[int, list[str]]], tmp: Path) -> list[subprocess.CompletedProcess]:
+    """(cap, command line) pairs through the CLI's entry point (tests/cli_batch.py's run_one) in one process, each
+    with zarrvrt.MAX_CHUNKS = cap: the sample store is far too small to reach the real 500,000."""
+    driver = ("import json, sys; here, results = sys.argv[1:]; sys.path.insert(0, here); import tessvrt.zarrvrt as z\n"
+              "from cli_batch import run_one\nout = []\nfor cap, argv in json.load(sys.stdin):\n    z.MAX_CHUNKS = cap\n"
+              "    out.append(run_one(argv))  # sets sys.argv\nopen(results, 'w').write(json.dumps(out))")
+    results = tmp / "capped.json"
+    p = subprocess.run([sys.executable, "-c", driver, str(HERE), str(results)], input=json.dumps(runs),
+                       capture_output=True, text=True, env=_cli_env())
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = json.loads(results.read_text())
     results.unlink()
-    return [subprocess.CompletedProcess(a, r["returncode"], r["stdout"], r["stderr"]) for a, r in zip(argvs, got, strict=True)]
+    return [subprocess.CompletedProcess(a, r["returncode"], r["stdout"], r["stderr"]) for (_, a), r in zip(runs, got, strict=True)]
 
 
 def test_over_the_chunk_cap_the_dry_run_says_the_build_would_be_refused(store, s3, tmp_path):
@@ -121,26 +122,25 @@ def test_over_the_chunk_cap_the_dry_run_says_the_build_would_be_refused(store, s
     out, runs = tmp_path / "out" / "r.vrt", tmp_path / "runs"
     out.parent.mkdir()
     runs.mkdir()
-    (probe,) = run_cli_many([cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json")])
+    probe, ov, gti = run_cli_many([cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json"),
+                                   cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--overview"),
+                                   cmd("build", out.with_name("r.gti.gpkg"), ZONES_BOX, s3.url, "--dry-run")])
+    for p in (ov, gti):
+        assert p.returncode == 1 and "--overview and -o NAME.gti.gpkg are for npy VRTs" in p.stderr, p.stderr
     n = json.loads(probe.stdout)["build"]["chunks"]
-    text, js, real = capped(n - 1, [cmd("build", out, ZONES_BOX, s3.url, "--dry-run"),
-                                    cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json"),
-                                    cmd("build", out, ZONES_BOX, s3.url)], runs)
+    text, js, real, at_cap = capped([(n - 1, cmd("build", out, ZONES_BOX, s3.url, "--dry-run")),
+                                     (n - 1, cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json")),
+                                     (n - 1, cmd("build", out, ZONES_BOX, s3.url)),
+                                     (n, cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json"))], runs)
     assert real.returncode == 1 and len(real.stderr.strip().splitlines()) == 1, real.stderr
     refusal = real.stderr.strip().removeprefix("tessvrt: error: ")
     assert f"up to {n:,} inner chunks" in refusal and f"at most {n - 1:,} chunks" in refusal, refusal
     for p in (text, js):
         assert p.returncode == 1 and p.stderr.strip() == f"tessvrt: error: the build would be refused: {refusal}", p.stderr
-        assert "Traceback" not in p.stderr
     assert "WOULD BE REFUSED" in text.stdout and f"at most {n:,} inner chunks" in text.stdout
     assert json.loads(js.stdout)["build"] | {"refused": None} == json.loads(probe.stdout)["build"] | {"max_chunks": n - 1}
     assert json.loads(js.stdout)["build"]["refused"] == refusal
-    (at_cap,) = capped(n, [cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json")], runs)
     assert at_cap.returncode == 0 and json.loads(at_cap.stdout)["build"]["refused"] is None, at_cap.stderr
-    ov, gti = run_cli_many([cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--overview"),
-                            cmd("build", out.with_name("r.gti.gpkg"), ZONES_BOX, s3.url, "--dry-run")])
-    for p in (ov, gti):
-        assert p.returncode == 1 and "--overview and -o NAME.gti.gpkg are for npy VRTs" in p.stderr, p.stderr
     assert list(out.parent.iterdir()) == []
 
 
@@ -171,3 +171,21 @@ def test_union_of_chunk_ranges_counts_each_cell_once():
             y, x = rng.randint(0, 10), rng.randint(0, 10)
             rects.append((y, y + rng.randint(1, 6), x, x + rng.randint(1, 6)))
         assert _union(rects) == len({(y, x) for a, b, c, d in rects for y in range(a, b) for x in range(c, d)}), rects
+
+
+def test_npy_build_dry_run_json_has_the_same_figures_as_its_line(s3, tmp_path):
+    """build --json (added with the Zarr dry run) gives the npy dry run's figures too: the line's tiles, pixels and
+    bytes, the full read's fields as materialise --dry-run names them; --json without --dry-run is one line."""
+    from tessvrt.testing import SAMPLE_BBOX
+
+    args = ["build", "-o", str(tmp_path / "n.vrt"), "--bbox", SAMPLE_BBOX, "--year", "2024", "--endpoint", s3.url]
+    text, js, bare = run_cli_many([[*args, "--dry-run"], [*args, "--dry-run", "--json"], [*args, "--json"]])
+    got = json.loads(js.stdout)
+    assert got["format"] == "npy" and got["tiles"] == got["build"]["tiles"] == 9 and got["remote_bytes_exact"] is True
+    line = text.stdout.strip()
+    assert line.startswith(f"build: 9 tiles, writes ~{human_bytes(got['build']['sidecar_bytes'])} of VRTs"), line
+    assert f"{got['pixels']:,} pixels x 128 bands" in line and f"reads ~{human_bytes(got['remote_bytes'])} of tiles" in line
+    assert got["float32_bytes"] == got["pixels"] * 128 * 4
+    assert bare.returncode == 1 and bare.stderr.strip() == ("tessvrt: error: --json prints the figures of --dry-run: "
+                                                            "add --dry-run, or drop --json"), bare.stderr
+    assert list(tmp_path.iterdir()) == []

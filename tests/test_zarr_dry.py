@@ -98,7 +98,7 @@ def test_dry_run_figures_equal_the_real_build(store, s3, tmp_path, bbox, n_parts
     line = text.stdout.strip()
     assert len(text.stdout.strip().splitlines()) == 1 and text.stderr == "", text.stdout + text.stderr
     assert f"{pixels:,} pixels" in line and f"at most {chunks:,} inner chunks" in line and "no chunk" in line, line
-    assert f"index of {shards:,} shard(s)" in line and f"at most {human_bytes(pixels * 132)} of Zarr chunks" in line
+    assert f"index of {shards:,} shard(s)" in line and f"~{human_bytes(pixels * 132)} of Zarr chunks (uncompressed size)" in line
 
 
 def capped(runs: list[tuple[int, list[str]]], tmp: Path) -> list[subprocess.CompletedProcess]:

@@ -118,15 +118,18 @@ def capped(runs: list[tuple[int, list[str]]], tmp: Path) -> list[subprocess.Comp
 
 def test_over_the_chunk_cap_the_dry_run_says_the_build_would_be_refused(store, s3, tmp_path):
     """Over MAX_CHUNKS the dry run still prints its figures (how big, to split it) and exits 1 with the real
-    build's own refusal; at the cap exactly it passes. --overview and .gti.gpkg stay refused for Zarr VRTs."""
+    build's own refusal; at the cap exactly it passes. --overview and .gti.gpkg stay refused for Zarr VRTs, and a
+    --crs the build would refuse is refused by the dry run too."""
     out, runs = tmp_path / "out" / "r.vrt", tmp_path / "runs"
     out.parent.mkdir()
     runs.mkdir()
-    probe, ov, gti = run_cli_many([cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json"),
-                                   cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--overview"),
-                                   cmd("build", out.with_name("r.gti.gpkg"), ZONES_BOX, s3.url, "--dry-run")])
+    probe, ov, gti, crs = run_cli_many([cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json"),
+                                        cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--overview"),
+                                        cmd("build", out.with_name("r.gti.gpkg"), ZONES_BOX, s3.url, "--dry-run"),
+                                        cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--crs", "EPSG:32633")])
     for p in (ov, gti):
         assert p.returncode == 1 and "--overview and -o NAME.gti.gpkg are for npy VRTs" in p.stderr, p.stderr
+    assert crs.returncode == 1 and "main grid is one of its zone parts'" in crs.stderr and not crs.stdout, crs.stderr
     n = json.loads(probe.stdout)["build"]["chunks"]
     text, js, real, at_cap = capped([(n - 1, cmd("build", out, ZONES_BOX, s3.url, "--dry-run")),
                                      (n - 1, cmd("build", out, ZONES_BOX, s3.url, "--dry-run", "--json")),

@@ -164,7 +164,8 @@ def materialise(
     piece_size: int | None = typer.Option(None, metavar="PIXELS", help="Collection piece size in pixels (default 4096)"),
     output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote and output bytes and the time "
-                                 "it would take; read no tile, write nothing"),
+                                 "it would take; read no tile, write nothing (a Zarr region needs no OUTPUT: one COG "
+                                 "per zone)"),
     region: Path | None = typer.Option(None, metavar="FILE", help="Without a VRT: " + REGION_HELP + "; with --clip: "
                                        "what to keep"),
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
@@ -183,7 +184,7 @@ def materialise(
     from .source.s3 import set_progress
 
     _handle_signals()
-    _check_materialise_args(vrt, output, dataset, bbox, year)
+    _check_materialise_args(vrt, output, dataset, bbox, year, dry_run=dry_run)
     if quiet:
         set_progress(None)  # no "fetching ..." lines either
     with _reported("interrupted; no output was written (run the same command again to restart)"):
@@ -227,10 +228,11 @@ def materialise(
 
 
 def _check_materialise_args(vrt: str | None, output: str | None, dataset: str | None, bbox: str | None,
-                            year: int | None, command: str = "materialise") -> None:
-    """The two forms' missing pieces in one line each, before the library guesses which form was meant."""
+                            year: int | None, command: str = "materialise", dry_run: bool = False) -> None:
+    """The two forms' missing pieces in one line each, before the library guesses which form was meant
+    (a dry run of a Zarr region needs no output: it estimates one COG per zone)."""
     zarr_form = dataset is not None or bbox is not None or year is not None
-    if vrt is None:
+    if vrt is None and not (dry_run and zarr_form):
         _fail(f"no VRT and no output given: write `tessvrt {command} london.vrt out.tif` (a VRT from tessvrt build), or "
               f"`tessvrt {command} out.tif --dataset NAME --bbox W,S,E,N --year YEAR` (a Zarr store)")
     if output is None and not zarr_form and vrt is not None and Path(vrt).suffix.lower() == ".vrt":

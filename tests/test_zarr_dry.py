@@ -148,15 +148,18 @@ def test_over_the_chunk_cap_the_dry_run_says_the_build_would_be_refused(store, s
 
 
 def test_materialise_dry_run_of_the_store(store, s3, tmp_path):
-    """materialise --dry-run on the Zarr store: the same pixels as build's dry run, one COG per zone part, tiles
-    null, remote bytes an upper bound; metadata only, nothing written."""
+    """materialise --dry-run on the Zarr store: the same figures as build's dry run, one COG per zone part, tiles
+    null, remote bytes not exact; with no output too (a real run still needs one); metadata only, nothing written."""
+    bare = ["materialise", "--dataset", "v1.1-dclimate", "--bbox", ZONES_BOX, "--year", "2024", "--dry-run", "--json"]
     with FaultProxy(s3.url) as proxy:
-        m, b = run_cli_many([cmd("materialise", tmp_path / "r.tif", ZONES_BOX, proxy.url, "--dry-run", "--json"),
-                             cmd("build", tmp_path / "r.vrt", ZONES_BOX, proxy.url, "--dry-run", "--json")])
+        m, b, n, no = run_cli_many([cmd("materialise", tmp_path / "r.tif", ZONES_BOX, proxy.url, "--dry-run", "--json"),
+                                    cmd("build", tmp_path / "r.vrt", ZONES_BOX, proxy.url, "--dry-run", "--json"),
+                                    [*bare, "--endpoint", proxy.url], [*bare[:-2], "--endpoint", proxy.url]])
     metadata_only(proxy.log)
-    assert m.returncode == 0 and b.returncode == 0, m.stderr + b.stderr
+    assert m.returncode == 0 and b.returncode == 0 and n.returncode == 0, m.stderr + b.stderr + n.stderr
     got, built = json.loads(m.stdout), json.loads(b.stdout)
-    assert got == {k: v for k, v in built.items() if k not in ("format", "build")}
+    assert got == {k: v for k, v in built.items() if k not in ("format", "build")} == json.loads(n.stdout)
+    assert no.returncode == 1 and no.stderr.startswith("tessvrt: error: no VRT and no output given"), no.stderr
     assert got["tiles"] is None and got["outputs"] == got["zones"] == 4 and got["remote_bytes_exact"] is False
     assert list(tmp_path.iterdir()) == []
 

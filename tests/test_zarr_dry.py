@@ -195,3 +195,14 @@ def test_npy_build_dry_run_json_has_the_same_figures_as_its_line(s3, tmp_path):
     assert bare.returncode == 1 and bare.stderr.strip() == ("tessvrt: error: --json prints the figures of --dry-run: "
                                                             "add --dry-run, or drop --json"), bare.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_materialise_without_output_is_refused_unless_a_dry_run(tmp_path, monkeypatch):
+    """The library's materialise(None, None, dataset=...) wrote a COG collection into ./None; now one line."""
+    from tessvrt.errors import TessvrtError
+    from tessvrt.materialise import materialise
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TessvrtError, match="^no output given: name out.tif"):
+        materialise(None, None, dataset="v1.1-dclimate", bbox=INSIDE, year=2024, endpoint="http://127.0.0.1:9")
+    assert list(tmp_path.iterdir()) == []

@@ -131,8 +131,8 @@ def materialise(
     out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing, region, country, clip)
     collection = not no_output and is_collection(out)
     if not collection and (workers is not None or dask is not None or piece_size is not None):
-        raise TessvrtError(f"--workers, --dask and --piece-size write a COG collection: give a folder or an "
-                           f"s3://bucket/prefix/ as the output instead of {out}")
+        raise TessvrtError("--workers, --dask and --piece-size write a COG collection: give a folder or an "
+                           "s3://bucket/prefix/ as the output" + ("" if no_output else f" instead of {out}"))
     if dry_run:
         from .collection import cut
         from .estimate import estimate

@@ -233,8 +233,9 @@ def build(
     format: npy or zarr (tessvrt.zarrvrt); default npy when the dataset has npy tiles, else zarr.
     overview: also fetch decimated rows into local overview GeoTIFFs of each zone VRT (tessvrt.overview);
     a list of factors instead of True picks the levels.
-    dry_run: select and check only (the manifest; no tile read, nothing written): result.estimate says
-    what the build and a full read of it would cost.
+    dry_run: select and check only (the manifest, or a Zarr store's metadata; no tile, shard index or chunk read,
+    nothing written): result.estimate (estimate.BuildEstimate or ZarrBuildEstimate) says what the build and a full
+    read of it would cost.
     max_tiles, block_size: the VRT cap (default MAX_TILES) and the GTI's block size in pixels (smaller in tests).
     """
     out = Path(output)
@@ -254,15 +255,18 @@ def build(
     check_name(out, len(f".{out.name}.{os.getpid()}.tessvrt-tmp"), "-o")
     previous = _previous_build(out, sidecar, overwrite)
     if datasets.build_format(dataset, format) == "zarr":
-        from .zarrvrt import build_zarr
+        from .zarrvrt import build_zarr, dry_run_zarr
 
         if clip or (region is not None and region.is_polygon):
             raise TessvrtError("--region, --country and --clip are not supported for Zarr VRTs yet; give --bbox or --tile, "
                                "or use materialise --region/--country/--clip on the Zarr store")
-        if overview or dry_run or gti:
-            raise TessvrtError("--overview, --dry-run and -o NAME.gti.gpkg are for npy VRTs, not yet for Zarr VRTs; drop "
+        if overview or gti:
+            raise TessvrtError("--overview and -o NAME.gti.gpkg are for npy VRTs, not yet for Zarr VRTs; drop "
                                "them or add --format npy where the dataset has npy tiles")
         area = region if region is not None else Region.from_options(bbox=bbox, tiles=tiles)
+        if dry_run:  # the store's metadata only: zarrvrt.dry_run_zarr
+            return BuildResult(out, {}, sidecar, [], [], estimate=dry_run_zarr(
+                year=year, bbox=_lonlat_box(area), dataset=dataset, source=source, endpoint=endpoint, crs=crs))
         return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(area), dataset=dataset,
                           source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
     if gti and overview:

@@ -95,7 +95,8 @@ def build(
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
     clip: bool = typer.Option(False, "--clip", help="Mask pixels whose centres are outside --bbox/--region/--country"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote bytes, VRT bytes and times from the "
-                                 "manifest; read no tile, write nothing"),
+                                 "manifest (Zarr: the store's metadata); read no tile or chunk, write nothing"),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the figures as JSON"),
 ) -> None:
     """Write GDAL VRTs reading TESSERA embeddings remotely, dequantised per pixel. Needs --bbox, --tile, --region or --country."""
     from .build import build as run
@@ -104,6 +105,8 @@ def build(
     from .source.s3 import public_url
 
     _handle_signals()  # SIGTERM/SIGHUP clean up temporaries as Ctrl-C does
+    if as_json and not dry_run:
+        _fail("--json prints the figures of --dry-run: add --dry-run, or drop --json")
     with _reported("interrupted; nothing was written (run the same command again)"):
         area = Region.from_options(bbox=bbox, tiles=tile, region=region, country=country)
         res = run(output, year=year, bbox=bbox, tiles=tile, dataset=dataset, source=source,
@@ -112,7 +115,10 @@ def build(
     for note in res.notes:
         typer.echo(f"tessvrt: {note}", err=True)
     if res.estimate is not None:
-        typer.echo(res.estimate.line())  # type: ignore[attr-defined]
+        est = res.estimate
+        typer.echo(json.dumps({"dry_run": True, **est.fields()}) if as_json else est.line())  # type: ignore[attr-defined]
+        if getattr(est, "refused", None):  # exit as the real build would (a Zarr region over the chunk cap)
+            _fail(f"the build would be refused: {est.refused}")  # type: ignore[attr-defined]
         return
     if res.missing_count:
         more = f" and {res.missing_count - len(res.missing):,} more" if res.missing_count > len(res.missing) else ""
@@ -158,7 +164,8 @@ def materialise(
     piece_size: int | None = typer.Option(None, metavar="PIXELS", help="Collection piece size in pixels (default 4096)"),
     output_endpoint: str | None = typer.Option(None, metavar="URL", help="S3 endpoint of an s3:// output (default AWS)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print tiles, pixels, remote and output bytes and the time "
-                                 "it would take; read no tile, write nothing"),
+                                 "it would take; read no tile, write nothing (a Zarr region needs no OUTPUT: one COG "
+                                 "per zone)"),
     region: Path | None = typer.Option(None, metavar="FILE", help="Without a VRT: " + REGION_HELP + "; with --clip: "
                                        "what to keep"),
     country: str | None = typer.Option(None, metavar="NAME|ISO", help=COUNTRY_HELP),
@@ -177,7 +184,7 @@ def materialise(
     from .source.s3 import set_progress
 
     _handle_signals()
-    _check_materialise_args(vrt, output, dataset, bbox, year)
+    _check_materialise_args(vrt, output, dataset, bbox, year, dry_run=dry_run)
     if quiet:
         set_progress(None)  # no "fetching ..." lines either
     with _reported("interrupted; no output was written (run the same command again to restart)"):
@@ -191,10 +198,7 @@ def materialise(
     if res.estimate is not None:
         est = res.estimate
         if as_json:
-            typer.echo(json.dumps({"dry_run": True, "zones": est.zones, "outputs": est.outputs, "tiles": est.tiles,
-                                   "pixels": est.pixels, "bands": est.bands, "remote_bytes": est.remote_bytes,
-                                   "remote_bytes_exact": est.remote_exact, "float32_bytes": est.float32_bytes,
-                                   "output_bytes": round(est.output_bytes), "seconds": round(est.seconds, 1)}))
+            typer.echo(json.dumps({"dry_run": True, **est.fields()}))
         else:
             typer.echo(est.line())
         return
@@ -224,10 +228,11 @@ def materialise(
 
 
 def _check_materialise_args(vrt: str | None, output: str | None, dataset: str | None, bbox: str | None,
-                            year: int | None, command: str = "materialise") -> None:
-    """The two forms' missing pieces in one line each, before the library guesses which form was meant."""
+                            year: int | None, command: str = "materialise", dry_run: bool = False) -> None:
+    """The two forms' missing pieces in one line each, before the library guesses which form was meant
+    (a dry run of a Zarr region needs no output: it estimates one COG per zone)."""
     zarr_form = dataset is not None or bbox is not None or year is not None
-    if vrt is None:
+    if vrt is None and not (dry_run and zarr_form):
         _fail(f"no VRT and no output given: write `tessvrt {command} london.vrt out.tif` (a VRT from tessvrt build), or "
               f"`tessvrt {command} out.tif --dataset NAME --bbox W,S,E,N --year YEAR` (a Zarr store)")
     if output is None and not zarr_form and vrt is not None and Path(vrt).suffix.lower() == ".vrt":

@@ -78,10 +78,7 @@ def _chunk_refs(arr: Array, t: int, rows: slice, cols: slice, pool: Pool, url: C
     rx = range(cols.start // ch[-1], (cols.stop - 1) // ch[-1] + 1)
     mid = [range(0, -(-arr.shape[d] // ch[d])) for d in range(1, nd - 2)]  # the band axis: one chunk upstream
     coords = [(t, *m, y, x) for y, x in product(ry, rx) for m in product(*mid)]
-    if arr.inner is None:
-        raise TessvrtError(f"{arr.store.uri(arr.path)} is not sharded; tessvrt's Zarr VRTs read upstream's sharded "
-                           "stores (use `tessvrt materialise`)")
-    per = arr.per_shard
+    per = arr.per_shard  # sharded: check_layout
     shards = sorted({tuple(v // p for v, p in zip(c, per, strict=True)) for c in coords})
     futs = {s: arr._index_future(s, pool) for s in shards}  # noqa: SLF001 - shared, cached, CRC-checked index reads
     stats.indexed |= {arr.key(sh) for sh in shards}
@@ -100,6 +97,21 @@ def _chunk_refs(arr: Array, t: int, rows: slice, cols: slice, pool: Pool, url: C
         yield c, [url(key), int(off), int(n)]
 
 
+def check_layout(group: ZoneGroup) -> None:
+    """Refuse, from the arrays' zarr.json alone, a zone group whose references GDAL could not read as the VRT
+    needs: unsharded arrays, codecs with no Zarr v2 form, embeddings and scales chunked differently in y/x."""
+    emb, sc = group.embeddings, group.scales
+    for arr in (emb, sc):
+        if arr.inner is None:
+            raise TessvrtError(f"{arr.store.uri(arr.path)} is not sharded; tessvrt's Zarr VRTs read upstream's sharded "
+                               "stores (use `tessvrt materialise`)")
+        compressor(arr)
+    if emb.chunk[-2:] != sc.chunk[-2:] or emb.chunk[1] != BANDS:
+        raise TessvrtError(f"{emb.store.uri(group.name)}: embeddings chunks {emb.chunk} and scales chunks {sc.chunk} "
+                           "differ in y/x (or split the bands), so a VRT cannot tell absent embeddings from data; "
+                           "use `tessvrt materialise` for this store")
+
+
 def zone_refs(group: ZoneGroup, t: int, parts: list[tuple[slice, slice]], url: Callable[[str], str],
               pool: Pool) -> tuple[dict[str, dict], RefStats]:
     """Kerchunk v1 references for one zone group and year, one document per array ("embeddings", "scales"),
@@ -107,10 +119,7 @@ def zone_refs(group: ZoneGroup, t: int, parts: list[tuple[slice, slice]], url: C
     relative path: GDAL 3.12 does not resolve `ZARR:"path":/array` relative to the VRT): the chunks
     under each (rows, cols) part of the group's arrays."""
     emb, sc = group.embeddings, group.scales
-    if emb.chunk[-2:] != sc.chunk[-2:] or emb.chunk[1] != BANDS:
-        raise TessvrtError(f"{emb.store.uri(group.name)}: embeddings chunks {emb.chunk} and scales chunks {sc.chunk} "
-                           "differ in y/x (or split the bands), so a VRT cannot tell absent embeddings from data; "
-                           "use `tessvrt materialise` for this store")
+    check_layout(group)
     stats = RefStats()
     er: dict[str, object] = {".zarray": _zarray(emb, None),
                              ".zattrs": json.dumps({"_ARRAY_DIMENSIONS": ["time", "band", "y", "x"]})}

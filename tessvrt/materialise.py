@@ -124,11 +124,15 @@ def materialise(
     t0 = time.perf_counter()
     cog = CogProfile(compress, level, blocksize, overviews)
     band_list = bands if isinstance(bands, list) else parse_bands(bands)
+    no_output = vrt_path is None and output is None  # a dry run of a Zarr region may omit it: one COG per zone
+    if no_output and not dry_run:
+        raise TessvrtError("no output given: name out.tif (one COG per UTM zone), or a folder or s3://bucket/prefix/ "
+                           "for a COG collection")
     out, jobs, tiles = plan(vrt_path, output, dataset, bbox, year, source, endpoint, allow_missing, region, country, clip)
-    collection = is_collection(out)
+    collection = not no_output and is_collection(out)
     if not collection and (workers is not None or dask is not None or piece_size is not None):
-        raise TessvrtError(f"--workers, --dask and --piece-size write a COG collection: give a folder or an "
-                           f"s3://bucket/prefix/ as the output instead of {out}")
+        raise TessvrtError("--workers, --dask and --piece-size write a COG collection: give a folder or an "
+                           "s3://bucket/prefix/ as the output" + ("" if no_output else f" instead of {out}"))
     if dry_run:
         from .collection import cut
         from .estimate import estimate

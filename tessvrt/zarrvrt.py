@@ -11,7 +11,9 @@ GDAL reads it from 3.11 (Kerchunk) with its Zarr driver and Blosc (doctor checks
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,9 +21,9 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from . import __version__, vrt
-from .errors import TessvrtError
+from .errors import TessvrtError, human_bytes
 from .grid import Window
-from .kerchunk import RefStats, dumps, zone_refs
+from .kerchunk import RefStats, check_layout, dumps, zone_refs
 from .publish import TargetLock, clean_stale, publish, tmp_path
 from .record import PIXEL_GRID, RECORD
 from .source.datasets import DATASETS
@@ -29,8 +31,8 @@ from .source.s3 import Endpoint, Pool
 
 FORMAT = "zarr"
 MIN_GDAL = (3, 11)  # /vsikerchunk_json_ref/
-# ~80 bytes of JSON per reference (measured: 75-100 KB per 1,000); GDAL parses the whole file on open
-MAX_CHUNKS = 500_000
+REF_BYTES = 80  # JSON bytes of one chunk reference (measured: 75-100 KB per 1,000)
+MAX_CHUNKS = 500_000  # references in one build: GDAL parses the whole JSON file when it opens the VRT
 
 
 @dataclass
@@ -116,16 +118,10 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
     ts, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
     token = jobs[0].spec.token
     try:
-        parts = []
-        for j in jobs:
-            g = ts.require(j.window.epsg % 100)
-            r, c = g.offset(j.window)
-            parts.append(_Part(j.label, j.window, g.name, g.time_index(year, ts.uri), r, c, g.height, g.width, j.meta))
-        chunks = sum(2 * -(-p.window.height // 32) * -(-p.window.width // 32) for p in parts)
-        if chunks > MAX_CHUNKS:
-            raise TessvrtError(f"the region spans about {chunks:,} inner chunks: about {chunks * 80 / 1e6:,.0f} MB of "
-                               f"references that GDAL loads whole when it opens the VRT; split it into builds of at most "
-                               f"{MAX_CHUNKS:,} chunks (about 1.4 degrees square near the equator), or use tessvrt materialise")
+        parts = _zone_parts(ts, jobs, year)
+        refused = cap_refusal(coverage(ts, parts).chunks)
+        if refused:
+            raise TessvrtError(refused)
         stem, parent = out.name[:-4], out.parent
         main = _main_part(parts, crs)
         multi = len(parts) > 1
@@ -154,6 +150,92 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
                                "free disk space or choose another -o") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _zone_parts(ts, jobs: list, year: int) -> list[_Part]:  # noqa: ANN001 - a zarrstore.TesseraStore, ZoneJobs
+    """Each zone job's place in its group's arrays (metadata only: the groups' zarr.json and years)."""
+    parts = []
+    for j in jobs:
+        g = ts.require(j.window.epsg % 100)
+        r, c = g.offset(j.window)
+        parts.append(_Part(j.label, j.window, g.name, g.time_index(year, ts.uri), r, c, g.height, g.width, j.meta))
+    return parts
+
+
+@dataclass
+class Coverage:
+    """What a build's references would cover, from array metadata alone (no shard index read)."""
+
+    chunks: int  # inner chunks of embeddings and scales under the parts: at most this many references
+    shards: int  # shard objects whose index the build reads (one suffix GET each)
+    index_bytes: int  # their indexes' bytes
+
+
+def coverage(ts, parts: list[_Part]) -> Coverage:  # noqa: ANN001 - a zarrstore.TesseraStore
+    """The inner chunks and shards under the parts, counted as kerchunk.zone_refs lists them (each part clipped
+    to its group's grid, a chunk shared by two parts of one group counted once). An upper bound of the
+    references: a chunk the shard index marks empty gets none."""
+    total = Coverage(0, 0, 0)
+    for gname in dict.fromkeys(p.group for p in parts):
+        g = ts.require(int(gname[3:]))
+        check_layout(g)
+        spans = []
+        for p in parts:
+            r0, c0 = max(p.row, 0), max(p.col, 0)
+            r1, c1 = min(p.row + p.window.height, g.height), min(p.col + p.window.width, g.width)
+            if p.group == gname and r1 > r0 and c1 > c0:
+                spans.append((r0, r1, c0, c1))
+        for arr in (g.embeddings, g.scales):
+            shards = _cells(arr.shape, arr.outer, spans)
+            total.chunks += _cells(arr.shape, arr.chunk, spans)
+            total.shards += shards
+            total.index_bytes += shards * arr.index_nbytes
+    return total
+
+
+def _cells(shape: tuple[int, ...], unit: tuple[int, ...], spans: list[tuple[int, int, int, int]]) -> int:
+    """Chunks (or shards) of size unit under pixel spans (r0, r1, c0, c1) of an array's last two axes, each
+    counted once; all of the middle (band) axis, one time step."""
+    mid = math.prod(-(-shape[d] // unit[d]) for d in range(1, len(shape) - 2))
+    ys, xs = unit[-2], unit[-1]
+    return mid * _union([(r0 // ys, (r1 - 1) // ys + 1, c0 // xs, (c1 - 1) // xs + 1) for r0, r1, c0, c1 in spans])
+
+
+def _union(rects: list[tuple[int, int, int, int]]) -> int:
+    """Cells covered by half-open (y0, y1, x0, x1) rectangles (a few: one per zone part of a group)."""
+    ys = sorted({v for r in rects for v in r[:2]})
+    xs = sorted({v for r in rects for v in r[2:]})
+    return sum((y1 - y0) * (x1 - x0) for y0, y1 in itertools.pairwise(ys) for x0, x1 in itertools.pairwise(xs)
+               if any(r[0] <= y0 and y1 <= r[1] and r[2] <= x0 and x1 <= r[3] for r in rects))
+
+
+def cap_refusal(chunks: int) -> str | None:
+    """Why a build of this many chunk references is refused (None: it is not): GDAL loads the JSON whole on open."""
+    if chunks <= MAX_CHUNKS:
+        return None
+    return (f"the region spans up to {chunks:,} inner chunks: up to {human_bytes(chunks * REF_BYTES)} of references "
+            f"that GDAL loads whole when it opens the VRT; split it into builds of at most {MAX_CHUNKS:,} chunks "
+            "(about 1.4 degrees square near the equator), or use tessvrt materialise")
+
+
+def dry_run_zarr(*, year: int, bbox: tuple[float, float, float, float], dataset: str, source: str | None,
+                 endpoint: str | None, crs: str | None = None):  # noqa: ANN201 - an estimate.ZarrBuildEstimate
+    """build --dry-run of a Zarr VRT: the parts, the references' chunks and size, the shard indexes the build
+    would read, and what materialising it all costs, from the store's zarr.json documents and years alone
+    (no shard index or chunk is read, nothing is written). A region over MAX_CHUNKS gets its refusal as
+    `refused` instead of an error, so the figures that say how to split it are still given."""
+    from .estimate import ZarrBuildEstimate, estimate
+    from .pixels.zarr import forget, zarr_jobs
+
+    ts, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
+    try:
+        parts = _zone_parts(ts, jobs, year)
+        _main_part(parts, crs)  # a --crs the build would refuse
+        cover = coverage(ts, parts)
+    finally:
+        forget(jobs[0].spec.token)
+    return ZarrBuildEstimate(cover.chunks, cover.shards, cover.index_bytes, cover.chunks * REF_BYTES, MAX_CHUNKS,
+                             cap_refusal(cover.chunks), estimate(jobs, vrt.BANDS, len(jobs)))
 
 
 def _main_part(parts: list[_Part], crs: str | None) -> _Part:
@@ -306,4 +388,4 @@ def _version(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split(".")[:2] if p.isdigit())
 
 
-__all__ = ["build_zarr", "mosaic_xml", "refs_name", "MIN_GDAL"]
+__all__ = ["build_zarr", "dry_run_zarr", "mosaic_xml", "refs_name", "MIN_GDAL"]

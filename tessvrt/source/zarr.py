@@ -261,6 +261,11 @@ class Array:
     def per_shard(self) -> tuple[int, ...]:
         return tuple(o // i for o, i in zip(self.outer, self.chunk, strict=True))
 
+    @property
+    def index_nbytes(self) -> int:
+        """Bytes of a shard's index: an offset and a size (u8 each) per inner chunk, then each index codec's checksum."""
+        return 16 * math.prod(self.per_shard) + 4 * len(self._icodecs)
+
     def key(self, coords: Iterable[int]) -> str:
         """Object path of a chunk (or shard) from its grid coordinates, per the array's key encoding."""
         parts = self._sep.join(str(c) for c in coords) or "0"
@@ -374,8 +379,7 @@ class Array:
 
     def _load_index(self, shard: tuple[int, ...]) -> tuple[int, np.ndarray] | None:
         key = self.key(shard)
-        n = math.prod(self.per_shard)
-        nbytes = 16 * n + 4 * len(self._icodecs)
+        nbytes = self.index_nbytes
         got = self.store.get(key, None if self._at_end else 0, nbytes)
         if got is None:
             return None

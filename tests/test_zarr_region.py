@@ -1,0 +1,186 @@
+"""Zarr VRTs of a polygon (build --dataset v1.1-dclimate --region/--country, --clip; issue 20's regions on the
+default dataset): the same zone parts and pixels as materialise --dataset of the same store with the same options.
+
+Real parts: the sample Zarr store (tessvrt.zarrsample, upstream's layout) on the session's moto S3 server; builds and
+materialise runs through the CLI; the VRTs read by GDAL 3.12 (TESSVRT_PY312) over /vsis3/. References: materialise's
+COGs (its pixel sources, not GDAL), and shapely on pixel centres computed here with pyproj.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from conftest import assert_same, gdal_read, run_cli_many
+from pyproj import Transformer
+from test_region import ZPOLY, densified_copy, write_region
+
+pytest.importorskip("zarr")
+PY312 = os.environ.get("TESSVRT_PY312")
+needs_312 = pytest.mark.skipif(not PY312 and not os.environ.get("CI"), reason="TESSVRT_PY312 not set (scripts/test.sh sets it)")
+BANDS = [1, 2, 64, 128]
+# a U in zone 31 north (one part) over the store's shard corner (row/col 4096, ~5.9966 E, ~0.0029 N): its notch
+# (5.9945-5.9975, 0.0030-0.0066) is left out by --clip; all of it lies in one 0.1-degree cell
+U31 = shapely.Polygon([(5.9920, 0.0006), (5.9995, 0.0006), (5.9995, 0.0066), (5.9975, 0.0066), (5.9975, 0.0030),
+                       (5.9945, 0.0030), (5.9945, 0.0066), (5.9920, 0.0066)])
+POLYS = {"concave": U31, "zones": ZPOLY}  # ZPOLY: zones 31/32 and the equator (four parts), a hole and a notch
+
+
+def _common(s3) -> list[str]:
+    return ["--dataset", "v1.1-dclimate", "--year", "2024", "--endpoint", s3.url]
+
+
+@pytest.fixture(scope="module")
+def built(s3, tmp_path_factory) -> dict:
+    """Per polygon: VRTs built with --region and --clip and with --region alone, materialise --dataset of the same
+    two, materialise of the clipped VRT (its record's clip, no option), and (concave) a build from an EPSG:32631
+    copy of the polygon. One interpreter for the 11 commands (run_cli_many)."""
+    from tessvrt.zarrsample import upload, write_store
+
+    tmp = tmp_path_factory.mktemp("zregion")
+    upload(write_store(tmp / "store"), s3.put, "s3://us-west-2.opendata.source.coop/tessera/tessera/zarr/v1.1-dclimate")
+    out: dict = {"tmp": tmp}
+    argvs = []
+    mat = ["--bands", ",".join(map(str, BANDS)), "--json", "--quiet", "--blocksize", "64"]
+    for name, poly in POLYS.items():
+        f = write_region(tmp / f"{name}.geojson", [poly])
+        d = out[name] = {"region": f, "clip": tmp / f"{name}_c.vrt", "plain": tmp / f"{name}_p.vrt"}
+        argvs += [["build", "-o", str(d["clip"]), "--region", str(f), "--clip", *_common(s3)],
+                  ["build", "-o", str(d["plain"]), "--region", str(f), *_common(s3)],
+                  ["materialise", str(tmp / f"{name}_mc.tif"), "--region", str(f), "--clip", *_common(s3), *mat],
+                  ["materialise", str(tmp / f"{name}_mp.tif"), "--region", str(f), *_common(s3), *mat],
+                  ["materialise", str(d["clip"]), str(tmp / f"{name}_via.tif"), *mat]]
+    _, utm = densified_copy(U31, "EPSG:32631")
+    f = write_region(tmp / "u31.gpkg", [utm], crs="EPSG:32631", driver="GPKG")
+    out["concave"]["utm"] = tmp / "concave_utm.vrt"
+    argvs.append(["build", "-o", str(out["concave"]["utm"]), "--region", str(f), "--clip", *_common(s3)])
+    results = run_cli_many(argvs)
+    for a, p in zip(argvs, results, strict=True):
+        assert p.returncode == 0, f"tessvrt {' '.join(a)}:\n{p.stderr}"
+    k = 0
+    for name in POLYS:
+        for key in ("build_clip", "build_plain", "clip_files", "plain_files", "via_files"):
+            p = results[k]
+            out[name][key] = p if key.startswith("build") else [Path(x) for x in json.loads(p.stdout)["files"]]
+            k += 1
+    return out
+
+
+def zone_vrts(vrt: Path) -> list[Path]:
+    rec = json.loads((vrt.with_name(vrt.name[:-4] + ".tessvrt") / "tessvrt.json").read_text())
+    return [vrt.with_name(z["vrt"]) for z in rec["zones"]]
+
+
+def label(path: Path) -> str:
+    """utm31n, ... of a per-zone file; '' for the only one."""
+    tail = path.stem.rsplit("_", 1)[-1]
+    return tail if tail.startswith("utm") else ""
+
+
+def centres_lonlat(epsg: int, t, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - an Affine
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    return Transformer.from_crs(epsg, 4326, always_xy=True).transform(t.c + t.a * cols, t.f + t.e * rows)
+
+
+def read_all(vrt: Path, gdalrc: Path, tmp: Path) -> tuple[dict, np.ndarray]:
+    with rasterio.open(vrt) as d:  # GDAL 3.10 opens the outer VRT's XML; 3.12 reads its pixels
+        w, h = d.width, d.height
+    meta, (got,) = gdal_read(PY312, vrt, gdalrc, [[0, 0, w, h]], BANDS, tmp)
+    return meta, got
+
+
+@needs_312
+@pytest.mark.parametrize("clip", [True, False], ids=["clip", "plain"])
+@pytest.mark.parametrize("name, n_zones", [("concave", 1), ("zones", 4)])
+def test_zarr_region_vrt_equals_materialise(built, gdalrc, tmp_path, name, n_zones, clip):
+    """Each zone VRT of a --region build, read by GDAL 3.12 over /vsis3/, equals materialise --dataset --region (with
+    or without --clip) on every pixel: same zone parts, same grid and extent, NaN where NaN."""
+    d = built[name]
+    vrt = d["clip" if clip else "plain"]
+    cogs = {label(c): c for c in d["clip_files" if clip else "plain_files"]}
+    vrts = zone_vrts(vrt)
+    assert len(vrts) == len(cogs) == n_zones and {label(v) for v in vrts} == set(cogs)
+    for v in vrts:
+        c = cogs[label(v)]
+        with rasterio.open(c) as a, rasterio.open(v) as b:
+            assert (a.transform, a.crs, a.shape) == (b.transform, b.crs, b.shape), f"{v.name} vs {c.name}"
+            cog = a.read()
+        meta, got = read_all(v, gdalrc, tmp_path)
+        assert meta["gdal"].startswith("3.12")
+        assert_same(got, cog, f"{v.name} vs materialise {c.name} (GDAL {meta['gdal']})")
+        assert np.isfinite(got).sum() > 1000
+    if clip:  # materialise of the clipped VRT keeps the clip (the record's region), with no option
+        for a, b in zip(sorted(d["via_files"]), sorted(d["clip_files"]), strict=True):
+            with rasterio.open(a) as x, rasterio.open(b) as y:
+                assert x.transform == y.transform
+                assert_same(x.read(), y.read(), f"materialise of {vrt.name} vs materialise --clip")
+
+
+@needs_312
+@pytest.mark.parametrize("name", list(POLYS))
+def test_clipped_pixels_are_those_whose_centres_are_outside(built, gdalrc, tmp_path, name):
+    """Independent of materialise: the --clip VRT equals the plain one where the pixel centre is inside the polygon
+    (shapely here, centres from pyproj), NaN elsewhere; the main VRT across zones too (warped zone 32 included)."""
+    d, poly = built[name], POLYS[name]
+    pairs = list(zip(zone_vrts(d["clip"]), zone_vrts(d["plain"]), strict=True))
+    if len(pairs) > 1:
+        pairs.append((d["clip"], d["plain"]))  # the main VRT, on one zone's grid
+    cleared = {}
+    for c, p in pairs:
+        with rasterio.open(c) as a:
+            t, h, w, epsg = a.transform, a.height, a.width, a.crs.to_epsg()
+        _, got = read_all(c, gdalrc, tmp_path)
+        _, ref = read_all(p, gdalrc, tmp_path)
+        lon, lat = centres_lonlat(epsg, t, h, w)
+        keep = shapely.intersects_xy(poly, lon, lat)
+        assert_same(got, np.where(keep[None], ref, np.float32(np.nan)), f"{c.name}: clipped vs shapely on pixel centres")
+        cleared[c.name] = (int((~keep & np.isfinite(ref[0])).sum()), int((~keep & np.isfinite(ref[0]) & (lon > 6)).sum()))
+    assert sum(n for n, _ in cleared.values()) > 500, cleared  # valid pixels the clip removed
+    if name == "zones":
+        assert cleared[d["clip"].name][1] > 100, cleared  # in the main VRT: warped zone 32 pixels cleared too
+
+
+@needs_312
+def test_projected_copy_gives_the_same_vrt(built, gdalrc, tmp_path):
+    """An EPSG:32631 GeoPackage of the concave polygon gives the same zone window, masks and pixels as its
+    EPSG:4326 GeoJSON."""
+    a, b = built["concave"]["clip"], built["concave"]["utm"]
+    fa, fb = (v.with_name(v.name[:-4] + ".tessvrt") for v in (a, b))
+    clips = sorted(p.name for p in fa.glob("clip_*.vrt"))
+    assert clips == sorted(p.name for p in fb.glob("clip_*.vrt")) and clips
+    for n in [*clips, *(p.name for p in fa.glob("mosaic_*.vrt"))]:
+        assert (fa / n).read_text() == (fb / n).read_text(), n
+    ra, rb = (json.loads((f / "tessvrt.json").read_text()) for f in (fa, fb))
+    assert ra["zones"] == [{**z, "vrt": a.name} for z in rb["zones"]] and ra["bbox"] == pytest.approx(rb["bbox"], abs=1e-9)
+    assert_same(read_all(b, gdalrc, tmp_path)[1], read_all(a, gdalrc, tmp_path)[1], "EPSG:32631 copy vs EPSG:4326")
+
+
+def test_record_and_info_keep_the_region(built):
+    """The record holds what the pixels are narrowed to (the polygon with --clip, its cells without), info says it;
+    a polygon within one cell keeps every pixel of its box without --clip, so its plain build writes no mask."""
+    from tessvrt.info import info
+
+    d = built["concave"]
+    assert str(d["region"]) in info(d["clip"])["clip"] and "(its cells)" in info(d["plain"])["clip"]
+    p = run_cli_many([["info", str(d["clip"])]])[0]
+    assert p.returncode == 0 and f"pixels outside --region {d['region']} read as NaN" in p.stdout, p.stdout
+    assert list(d["clip"].with_name("concave_c.tessvrt").glob("clip_*.vrt"))
+    assert not list(d["plain"].with_name("concave_p.tessvrt").glob("clip_*.vrt"))
+    with rasterio.open(d["clip"]) as v:
+        assert "--region" in v.tags()["TESSVRT_CLIP"]
+
+
+def test_refusals_are_one_line_and_write_nothing(built, s3, tmp_path):
+    """--tile with --region (a Zarr build takes the region alone) and a polygon beyond the store: one line each."""
+    f = built["concave"]["region"]
+    far = write_region(tmp_path / "far.geojson", [shapely.box(40.01, 10.01, 40.05, 10.05)])
+    argvs = [["build", "-o", str(tmp_path / "a.vrt"), "--region", str(f), "--tile", "5.95,0.05", *_common(s3)],
+             ["build", "-o", str(tmp_path / "b.vrt"), "--region", str(far), "--clip", *_common(s3)]]
+    for p, want in zip(run_cli_many(argvs), ["--tile with --region", "no zone group utm37"], strict=True):
+        assert p.returncode == 1 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["far.geojson"]

@@ -18,7 +18,8 @@ import rasterio
 import shapely
 from conftest import assert_same, gdal_read, run_cli_many
 from pyproj import Transformer
-from test_region import ZPOLY, densified_copy, write_region
+from test_region import ZPOLY, country_env, densified_copy, write_region
+from test_region import countries as ne_countries  # noqa: F401 - a fixture (test_region's small Natural Earth copy)
 
 pytest.importorskip("zarr")
 PY312 = os.environ.get("TESSVRT_PY312")
@@ -180,6 +181,31 @@ def test_record_and_info_keep_the_region(built):
     assert not list(d["plain"].with_name("concave_p.tessvrt").glob("clip_*.vrt"))
     with rasterio.open(d["clip"]) as v:
         assert "--region" in v.tags()["TESSVRT_CLIP"]
+
+
+def test_country_gives_the_polygons_vrt_and_open_region_keeps_the_clip(built, s3, tmp_path, monkeypatch,
+                                                                       ne_countries):  # noqa: F811 - the fixture
+    """--country (test_region's small Natural Earth copy: Zeroland is ZPOLY) writes the same masks and mosaics as
+    --region of the polygon; open_region of the clipped VRT holds materialise --clip's pixels (the record's clip)."""
+    from tessvrt import build, open_region
+    from tessvrt.region import Region
+
+    url, sha, _ = ne_countries
+    country_env(monkeypatch, tmp_path, url, sha)
+    out = tmp_path / "zrl.vrt"
+    build(out, dataset="v1.1-dclimate", year=2024, endpoint=s3.url, region=Region.from_options(country="ZRL"), clip=True)
+    mine, theirs = tmp_path / "zrl.tessvrt", built["zones"]["clip"].with_name("zones_c.tessvrt")
+    names = sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*.vrt"))
+    assert sum(n.startswith("clip_") for n in names) == 4 and "mosaic.vrt" in names
+    assert names == sorted(str(p.relative_to(mine)) for p in mine.rglob("*.vrt"))
+    for n in names:
+        assert (mine / n).read_text() == (theirs / n).read_text(), n
+    with rasterio.open(out) as v:
+        assert "--country Zeroland" in v.tags()["TESSVRT_CLIP"]
+    arrs = open_region(vrt=built["zones"]["clip"], bands=BANDS, endpoint=s3.url)
+    for c in built["zones"]["clip_files"]:
+        with rasterio.open(c) as d:
+            assert_same(arrs[label(c)].values, d.read(), f"open_region of the clipped VRT vs {c.name}")
 
 
 def test_refusals_are_one_line_and_write_nothing(built, s3, tmp_path):

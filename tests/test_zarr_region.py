@@ -208,6 +208,25 @@ def test_country_gives_the_polygons_vrt_and_open_region_keeps_the_clip(built, s3
             assert_same(arrs[label(c)].values, d.read(), f"open_region of the clipped VRT vs {c.name}")
 
 
+@needs_312
+def test_bbox_clip_equals_materialise(s3, built, gdalrc, tmp_path):
+    """--bbox with --clip (no polygon file): the same pixels as materialise --bbox --clip (at the equator the zone
+    windows are the box's pixels already, so no mask is needed: none is written)."""
+    box = "5.99113,-0.00377,6.00779,0.00663"
+    mat = ["--bands", ",".join(map(str, BANDS)), "--json", "--quiet"]
+    b, m = run_cli_many([["build", "-o", str(tmp_path / "b.vrt"), "--bbox", box, "--clip", *_common(s3)],
+                         ["materialise", str(tmp_path / "m.tif"), "--bbox", box, "--clip", *_common(s3), *mat]])
+    assert b.returncode == 0 and m.returncode == 0, b.stderr + m.stderr
+    cogs = {label(Path(f)): Path(f) for f in json.loads(m.stdout)["files"]}
+    vrts = zone_vrts(tmp_path / "b.vrt")
+    rec = json.loads((tmp_path / "b.tessvrt" / "tessvrt.json").read_text())
+    assert len(vrts) == 4 and rec["clip"]["label"] == f"--bbox {box}"  # kept for materialise/open_region of the VRT
+    for v in vrts:
+        with rasterio.open(cogs[label(v)]) as d:
+            cog = d.read()
+        assert_same(read_all(v, gdalrc, tmp_path)[1], cog, f"{v.name} vs materialise --bbox --clip")
+
+
 def test_refusals_are_one_line_and_write_nothing(built, s3, tmp_path):
     """--tile with --region (a Zarr build takes the region alone) and a polygon beyond the store: one line each."""
     f = built["concave"]["region"]

@@ -208,6 +208,24 @@ def test_country_gives_the_polygons_vrt_and_open_region_keeps_the_clip(built, s3
             assert_same(arrs[label(c)].values, d.read(), f"open_region of the clipped VRT vs {c.name}")
 
 
+def test_left_out_by_blocks_covers_exactly_the_pixels_outside():
+    """The mask rectangles, computed a block at a time (blocks of 64 here, 1,024 in builds), painted back: exactly
+    the pixels whose centres shapely puts outside ZPOLY, on a window larger than several blocks (offsets checked)."""
+    from tessvrt.grid import Window
+    from tessvrt.region import Region
+    from tessvrt.zarrvrt import left_out
+
+    win = Window(32631, 83290, 80, 200, 130)  # zone 31 grid around the equator and 6 E: ZPOLY, its hole and notch
+    rects = left_out(Region.polygon(ZPOLY, "x"), win, block=64)
+    out = np.zeros((win.height, win.width), np.int64)
+    for x, y, w, h in rects:
+        out[y:y + h, x:x + w] += 1
+    xs, ys = win.pixel_centres()
+    lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(*np.meshgrid(xs, ys))
+    inside = shapely.intersects_xy(ZPOLY, lon, lat)
+    assert out.max() == 1 and np.array_equal(out == 0, inside) and inside.sum() > 5000 and (~inside).sum() > 3000
+
+
 @needs_312
 def test_bbox_clip_equals_materialise(s3, built, gdalrc, tmp_path):
     """--bbox with --clip (no polygon file): the same pixels as materialise --bbox --clip (at the equator the zone

@@ -20,6 +20,7 @@ from conftest import assert_same, gdal_read, run_cli_many
 from pyproj import Transformer
 from test_region import ZPOLY, country_env, densified_copy, write_region
 from test_region import countries as ne_countries  # noqa: F401 - a fixture (test_region's small Natural Earth copy)
+from test_zarr_vrt import windows, zone_vrts
 
 pytest.importorskip("zarr")
 PY312 = os.environ.get("TESSVRT_PY312")
@@ -33,6 +34,7 @@ U31 = shapely.Polygon([(5.9920, 0.0006), (5.9995, 0.0006), (5.9995, 0.0066), (5.
 # cell) is NaN, as materialise writes it (the polygon's cells, not its box)
 L = shapely.Polygon([(5.9920, -0.0038), (5.9950, -0.0038), (5.9950, 0.0010), (6.0078, 0.0010), (6.0078, 0.0066),
                      (5.9920, 0.0066)])
+BOX = "5.99113,-0.00377,6.00779,0.00663"
 POLYS = {"concave": U31, "zones": ZPOLY, "cells": L}  # ZPOLY: zones 31/32 and the equator (four parts), a hole, a notch
 
 
@@ -44,7 +46,7 @@ def _common(s3) -> list[str]:
 def built(s3, tmp_path_factory) -> dict:
     """Per polygon: VRTs built with --region and --clip and with --region alone, materialise --dataset of the same
     two, materialise of the clipped VRT (its record's clip, no option), and (concave) a build from an EPSG:32631
-    copy of the polygon. One interpreter for the 16 commands (run_cli_many)."""
+    copy of the polygon. Also --bbox BOX --clip built and materialised. One interpreter for the 18 commands (run_cli_many)."""
     from tessvrt.zarrsample import upload, write_store
 
     tmp = tmp_path_factory.mktemp("zregion")
@@ -64,6 +66,9 @@ def built(s3, tmp_path_factory) -> dict:
     f = write_region(tmp / "u31.gpkg", [utm], crs="EPSG:32631", driver="GPKG")
     out["concave"]["utm"] = tmp / "concave_utm.vrt"
     argvs.append(["build", "-o", str(out["concave"]["utm"]), "--region", str(f), "--clip", *_common(s3)])
+    out["bbox"] = tmp / "b.vrt"  # --bbox BOX --clip: built and materialised
+    argvs += [["build", "-o", str(out["bbox"]), "--bbox", BOX, "--clip", *_common(s3)],
+              ["materialise", str(tmp / "b.tif"), "--bbox", BOX, "--clip", *_common(s3), *mat]]
     results = run_cli_many(argvs)
     for a, p in zip(argvs, results, strict=True):
         assert p.returncode == 0, f"tessvrt {' '.join(a)}:\n{p.stderr}"
@@ -73,12 +78,8 @@ def built(s3, tmp_path_factory) -> dict:
             p = results[k]
             out[name][key] = p if key.startswith("build") else [Path(x) for x in json.loads(p.stdout)["files"]]
             k += 1
+    out["bbox_files"] = [Path(x) for x in json.loads(results[-1].stdout)["files"]]
     return out
-
-
-def zone_vrts(vrt: Path) -> list[Path]:
-    rec = json.loads((vrt.with_name(vrt.name[:-4] + ".tessvrt") / "tessvrt.json").read_text())
-    return [vrt.with_name(z["vrt"]) for z in rec["zones"]]
 
 
 def label(path: Path) -> str:
@@ -109,15 +110,19 @@ def test_zarr_region_vrt_equals_materialise(built, gdalrc, tmp_path, name, n_zon
     vrt = d["clip" if clip else "plain"]
     cogs = {label(c): c for c in d["clip_files" if clip else "plain_files"]}
     vrts = zone_vrts(vrt)
+    rng = np.random.default_rng(20)
     assert len(vrts) == len(cogs) == n_zones and {label(v) for v in vrts} == set(cogs)
     for v in vrts:
         c = cogs[label(v)]
         with rasterio.open(c) as a, rasterio.open(v) as b:
             assert (a.transform, a.crs, a.shape) == (b.transform, b.crs, b.shape), f"{v.name} vs {c.name}"
             cog = a.read()
-        meta, got = read_all(v, gdalrc, tmp_path)
+        wins = windows(cog.shape[1], cog.shape[2], rng)  # every pixel, the corners, random windows across chunk edges
+        meta, got = gdal_read(PY312, v, gdalrc, wins, BANDS, tmp_path)
         assert meta["gdal"].startswith("3.12")
-        assert_same(got, cog, f"{v.name} vs materialise {c.name} (GDAL {meta['gdal']})")
+        for (x, y, w, h), g in zip(wins, got, strict=True):
+            assert_same(g, cog[:, y:y + h, x:x + w], f"{v.name} window {x},{y},{w},{h} vs materialise {c.name}")
+        got = got[0]
         if name == "cells" and label(v) == "utm32s":
             assert np.isnan(got).all()  # neither its cell nor the polygon: the whole part is NaN
         else:
@@ -132,10 +137,12 @@ def test_zarr_region_vrt_equals_materialise(built, gdalrc, tmp_path, name, n_zon
 @needs_312
 @pytest.mark.parametrize("name", list(POLYS))
 def test_clipped_pixels_are_those_whose_centres_are_outside(built, gdalrc, tmp_path, name):
-    """Independent of materialise: the --clip VRT equals the plain one where the pixel centre is inside the polygon
-    (shapely here, centres from pyproj), NaN elsewhere; the main VRT across zones too (warped zone 32 included)."""
+    """Independent of materialise --clip: the --clip VRT holds the unclipped pixels (the plain materialise COG; for the
+    main VRT across zones, the plain VRT) where the pixel centre is inside the polygon (shapely here, centres from
+    pyproj), NaN elsewhere; in the main VRT, warped zone 32 pixels too."""
     d, poly = built[name], POLYS[name]
-    pairs = list(zip(zone_vrts(d["clip"]), zone_vrts(d["plain"]), strict=True))
+    plain = {label(c): c for c in d["plain_files"]}
+    pairs = [(v, plain[label(v)]) for v in zone_vrts(d["clip"])]
     if len(pairs) > 1:
         pairs.append((d["clip"], d["plain"]))  # the main VRT, on one zone's grid
     cleared = {}
@@ -143,7 +150,12 @@ def test_clipped_pixels_are_those_whose_centres_are_outside(built, gdalrc, tmp_p
         with rasterio.open(c) as a:
             t, h, w, epsg = a.transform, a.height, a.width, a.crs.to_epsg()
         _, got = read_all(c, gdalrc, tmp_path)
-        _, ref = read_all(p, gdalrc, tmp_path)
+        if p.suffix == ".tif":
+            with rasterio.open(p) as b:
+                assert b.transform == t
+                ref = b.read()
+        else:
+            _, ref = read_all(p, gdalrc, tmp_path)
         lon, lat = centres_lonlat(epsg, t, h, w)
         keep = shapely.intersects_xy(poly, lon, lat)
         assert_same(got, np.where(keep[None], ref, np.float32(np.nan)), f"{c.name}: clipped vs shapely on pixel centres")
@@ -227,18 +239,13 @@ def test_left_out_by_blocks_covers_exactly_the_pixels_outside():
 
 
 @needs_312
-def test_bbox_clip_equals_materialise(s3, built, gdalrc, tmp_path):
+def test_bbox_clip_equals_materialise(built, gdalrc, tmp_path):
     """--bbox with --clip (no polygon file): the same pixels as materialise --bbox --clip (at the equator the zone
     windows are the box's pixels already, so no mask is needed: none is written)."""
-    box = "5.99113,-0.00377,6.00779,0.00663"
-    mat = ["--bands", ",".join(map(str, BANDS)), "--json", "--quiet"]
-    b, m = run_cli_many([["build", "-o", str(tmp_path / "b.vrt"), "--bbox", box, "--clip", *_common(s3)],
-                         ["materialise", str(tmp_path / "m.tif"), "--bbox", box, "--clip", *_common(s3), *mat]])
-    assert b.returncode == 0 and m.returncode == 0, b.stderr + m.stderr
-    cogs = {label(Path(f)): Path(f) for f in json.loads(m.stdout)["files"]}
-    vrts = zone_vrts(tmp_path / "b.vrt")
-    rec = json.loads((tmp_path / "b.tessvrt" / "tessvrt.json").read_text())
-    assert len(vrts) == 4 and rec["clip"]["label"] == f"--bbox {box}"  # kept for materialise/open_region of the VRT
+    cogs = {label(f): f for f in built["bbox_files"]}
+    vrts = zone_vrts(built["bbox"])
+    rec = json.loads(built["bbox"].with_name("b.tessvrt").joinpath("tessvrt.json").read_text())
+    assert len(vrts) == 4 and rec["clip"]["label"] == f"--bbox {BOX}"  # kept for materialise/open_region of the VRT
     for v in vrts:
         with rasterio.open(cogs[label(v)]) as d:
             cog = d.read()

@@ -257,18 +257,16 @@ def build(
     if datasets.build_format(dataset, format) == "zarr":
         from .zarrvrt import build_zarr, dry_run_zarr
 
-        if clip or (region is not None and region.is_polygon):
-            raise TessvrtError("--region, --country and --clip are not supported for Zarr VRTs yet; give --bbox or --tile, "
-                               "or use materialise --region/--country/--clip on the Zarr store")
         if overview or gti:
             raise TessvrtError("--overview and -o NAME.gti.gpkg are for npy VRTs, not yet for Zarr VRTs; drop "
                                "them or add --format npy where the dataset has npy tiles")
         area = region if region is not None else Region.from_options(bbox=bbox, tiles=tiles)
         if dry_run:  # the store's metadata only: zarrvrt.dry_run_zarr
             return BuildResult(out, {}, sidecar, [], [], estimate=dry_run_zarr(
-                year=year, bbox=_lonlat_box(area), dataset=dataset, source=source, endpoint=endpoint, crs=crs))
+                year=year, bbox=_lonlat_box(area), dataset=dataset, source=source, endpoint=endpoint, crs=crs,
+                area=area, clip=clip))
         return build_zarr(out, sidecar, previous, year=year, bbox=_lonlat_box(area), dataset=dataset,
-                          source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs)
+                          source=source, endpoint=endpoint, vsi=vsi, overwrite=overwrite, crs=crs, area=area, clip=clip)
     if gti and overview:
         raise TessvrtError(f"--overview is for .vrt builds; a {blockindex.SUFFIX} build has none yet: drop --overview")
     reg, choice, mirror, ep, src, _, sel = _selection(bbox, tiles, dataset, year, source, manifest, endpoint, region=region)

@@ -454,6 +454,8 @@ def info(
     typer.echo(f"dataset {d['dataset']} (TESSERA v{d['dataset_version']}, variant {d['variant']}), year {d['year']}")
     if d.get("format") == "zarr":
         typer.echo(f"Zarr store {d['store']}: {d['chunks']:,} inner chunks referenced, {d['absent_chunks']:,} absent")
+        if d.get("clip"):
+            typer.echo(f"pixels outside {d['clip']} read as NaN")
     else:
         typer.echo(f"tiles ({len(d['tiles'])}): {', '.join(d['tiles'])}")
     if d["missing"]:

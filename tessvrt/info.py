@@ -58,4 +58,5 @@ def _zarr_info(vrt_path: str | Path, rec: dict, endpoint: str | None, source: st
         "remote_bytes": sum(int(r.get("bytes", 0)) for r in refs.values()),
         "source": source, "endpoint": endpoint, "vsi": vsi,
         "overviews": [],  # build --overview is for npy VRTs
+        "clip": (rec.get("clip") or {}).get("label"),  # --region/--country/--clip: what the pixels are narrowed to
     }

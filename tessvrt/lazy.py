@@ -212,7 +212,7 @@ def _chunks(job: ZoneJob, ts: Any, fmt: str, chunks: int | tuple[int, int] | Non
     if isinstance(spec, ZarrSpec):
         ystart, xstart = spec.row0 - win.row0, win.col0 - spec.col0  # the window's top-left in the group's arrays
         if chunks is None:
-            g = ts.require(spec.epsg % 100)
+            g = (ts if ts is not None else spec.store()).require(spec.epsg % 100)  # a Zarr VRT: its run's store
             arrays = (g.embeddings, g.scales)
             cy = zarr_chunks([a.inner[-2] if a.inner else a.outer[-2] for a in arrays], [a.outer[-2] for a in arrays])
             cx = zarr_chunks([a.inner[-1] if a.inner else a.outer[-1] for a in arrays], [a.outer[-1] for a in arrays])

@@ -169,7 +169,7 @@ def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, d
          endpoint: str | None, allow_missing: bool = False, region: str | os.PathLike | None = None,
          country: str | None = None, clip: bool = False) -> tuple[str, list[ZoneJob], list[str]]:
     """(output, zone jobs, tile names) of either form: a VRT and an output, or an output and a Zarr region."""
-    from .pixels.clip import narrow, zarr_region_jobs
+    from .pixels.clip import narrow, record_clip, zarr_region_jobs
     from .region import Region
 
     area = Region.from_options(bbox=bbox, region=region, country=country)
@@ -192,7 +192,7 @@ def plan(vrt_path: str | os.PathLike | None, output: str | os.PathLike | None, d
     if rec.get("format") == "zarr":  # a Zarr VRT: the same zone parts straight from its store
         _, jobs = zarr_region_jobs(rec["dataset"], Region.from_options(bbox=tuple(rec["bbox"])), rec["year"], rec.get("source"),
                                    endpoint if endpoint is not None else rec.get("endpoint"), False)
-        return str(output), narrow(jobs, area, clip), []
+        return str(output), narrow(narrow(jobs, record_clip(rec), True), area, clip), []  # the build's region kept
     ep = Endpoint(rec["endpoint"], rec.get("region") or DEFAULT_REGION) if endpoint is None else Endpoint.parse(endpoint)
     jobs = npy_jobs(rec, ep, allow_missing)
     if isinstance(rec.get("clip"), dict):  # built with --clip: its outputs keep the VRT's clip

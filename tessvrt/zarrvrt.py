@@ -6,6 +6,9 @@ Layers, as for npy (docs/zarr_vrt.md), all in the sidecar folder but the user-fa
                      year (the JSON files, opened by GDAL's Zarr driver), shifted onto the region's window; a LUT turns
                      invalid scales (upstream's rule, tessvrt.scales) into NaN;
   <name>.vrt         128 Float32 bands = mul(embedding, scale) over the mosaic (vrt.dequant_vrt).
+A region (--region/--country, --clip) narrows the pixels as materialise narrows them (pixels.clip.narrow):
+  clip_<epsg>.vrt    a part's scales with a mask band clearing the pixels the region leaves out; the mosaics
+                     take their scales from it (UseMaskBand), so those pixels read NaN in every band.
 GDAL reads it from 3.11 (Kerchunk) with its Zarr driver and Blosc (doctor checks both).
 """
 
@@ -19,6 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+import numpy as np
 
 from . import __version__, vrt
 from .errors import TessvrtError, human_bytes
@@ -48,6 +53,7 @@ class _Part:
     height: int  # the group's grid
     width: int
     meta: dict
+    clip: str = ""  # its masked scales (clip_<epsg>.vrt, sidecar-relative) when a region leaves pixels out
 
 
 def refs_name(group: str, array: str) -> str:
@@ -66,21 +72,60 @@ def on_grid(win: Window, epsg: int) -> Window:
 def native_sources(part: _Part, window: Window) -> tuple[list[str], str]:
     """(one source per embedding band, the scales source) placing a part's group pixels in a window of the same zone.
 
-    Clipped to the group's grid; beyond it the mosaic has no source: scales NaN there."""
+    Clipped to the group's grid; beyond it the mosaic has no source: scales NaN there. A part with a clip file
+    takes its scales from it, through its mask."""
     dx, dy = window.offset_of(on_grid(part.window, window.epsg))
     w = part.window
     r0, c0 = max(part.row, 0), max(part.col, 0)
     r1, c1 = min(part.row + w.height, part.height), min(part.col + w.width, part.width)
     if r1 <= r0 or c1 <= c0:
         return [""] * vrt.BANDS, ""
-    rects = (f'<SrcRect xOff="{c0}" yOff="{r0}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>'
-             f'<DstRect xOff="{dx + c0 - part.col}" yOff="{dy + r0 - part.row}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>')
-    emb, sc = (escape(refs_name(part.group, a)) for a in ("embeddings", "scales"))
+    dst = f'<DstRect xOff="{dx + c0 - part.col}" yOff="{dy + r0 - part.row}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>'
+    rects = f'<SrcRect xOff="{c0}" yOff="{r0}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>{dst}'
+    emb = escape(refs_name(part.group, "embeddings"))
     bands = [f'<SimpleSource><SourceFilename relativeToVRT="1">{emb}</SourceFilename>'
              f"<SourceBand>{part.t * vrt.BANDS + b + 1}</SourceBand>{rects}</SimpleSource>" for b in range(vrt.BANDS)]
-    scales = (f'<ComplexSource><SourceFilename relativeToVRT="1">{sc}</SourceFilename><SourceBand>{part.t + 1}</SourceBand>'
-              f"{rects}<LUT>{vrt.SCALE_LUT}</LUT></ComplexSource>")
-    return bands, scales
+    if part.clip:
+        src = f'<SrcRect xOff="{c0 - part.col}" yOff="{r0 - part.row}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>{dst}'
+        return bands, (f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(part.clip)}</SourceFilename>'
+                       f"<SourceBand>1</SourceBand>{src}<UseMaskBand>true</UseMaskBand></ComplexSource>")
+    return bands, _scales_source(part, rects)
+
+
+def _scales_source(part: _Part, rects: str) -> str:
+    """The year's scales of a part's group through the valid-scale LUT (invalid -> NaN)."""
+    sc = escape(refs_name(part.group, "scales"))
+    return (f'<ComplexSource><SourceFilename relativeToVRT="1">{sc}</SourceFilename><SourceBand>{part.t + 1}</SourceBand>'
+            f"{rects}<LUT>{vrt.SCALE_LUT}</LUT></ComplexSource>")
+
+
+def clip_xml(part: _Part, carve: np.ndarray, const: str) -> str:
+    """A part's scales on its own window (NaN beyond the group's grid) with a mask band clearing the carve
+    rectangles: the pixels a region leaves out (const: the constant mask source, relative to this file)."""
+    w = part.window
+    r0, c0 = max(part.row, 0), max(part.col, 0)
+    r1, c1 = min(part.row + w.height, part.height), min(part.col + w.width, part.width)
+    src = ""
+    if r1 > r0 and c1 > c0:
+        src = _scales_source(part, f'<SrcRect xOff="{c0}" yOff="{r0}" xSize="{c1 - c0}" ySize="{r1 - r0}"/>'
+                                   f'<DstRect xOff="{c0 - part.col}" yOff="{r0 - part.row}" xSize="{c1 - c0}" '
+                                   f'ySize="{r1 - r0}"/>')
+    return (f'<VRTDataset rasterXSize="{w.width}" rasterYSize="{w.height}">\n'
+            + vrt._srs_gt(w.epsg, vrt.window_gt(w))  # noqa: SLF001 - shared SRS/geotransform writer
+            + f'  <VRTRasterBand dataType="Float32" band="1"><NoDataValue>nan</NoDataValue>{src}</VRTRasterBand>\n'
+            + vrt.mask_band(w.width, w.height, carve, const) + "</VRTDataset>\n")
+
+
+def left_out(region, win: Window, block: int = 1024) -> np.ndarray:  # noqa: ANN001 - a tessvrt.region.Region
+    """(n, 4) rectangles x, y, w, h of win whose pixel centres the region leaves out (Region.carve), computed a
+    block at a time so memory stays bounded and blocks wholly inside or outside cost one outline test."""
+    out = []
+    for b in win.blocks(block):
+        r = region.carve(b)
+        if len(r):
+            x, y = win.offset_of(b)
+            out.append(r + np.array([x, y, 0, 0], np.int64))
+    return np.concatenate(out) if out else np.empty((0, 4), np.int64)
 
 
 def raw_xml(window: Window, bands: list[list[str]], scales: list[str]) -> str:
@@ -110,18 +155,24 @@ def _url(ep: Endpoint, bucket: str, prefix: str, vsi: str):  # noqa: ANN202 - ke
 
 def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bbox: tuple[float, float, float, float],
                dataset: str, source: str | None, endpoint: str | None, vsi: str, overwrite: bool,
-               crs: str | None = None):  # noqa: ANN201
-    """Write out (the main VRT), per-zone VRTs when the region spans zones, and the sidecar with the references."""
-    from .build import BuildResult, _check_zone_names
-    from .pixels.zarr import forget, zarr_jobs
+               crs: str | None = None, area=None, clip: bool = False):  # noqa: ANN001, ANN201
+    """Write out (the main VRT), per-zone VRTs when the region spans zones, and the sidecar with the references.
 
-    ts, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
-    token = jobs[0].spec.token
+    area (a tessvrt.region.Region), clip: a polygon or --clip narrows the pixels exactly as materialise --dataset
+    with the same options does (the same zone parts, pixels outside the polygon or its cells NaN)."""
+    from .build import BuildResult, _check_zone_names
+    from .pixels.clip import ClippedSpec, unwrap
+    from .pixels.zarr import forget
+
+    ts, jobs = _jobs(dataset, bbox, year, source, endpoint, area, clip)
+    kept = jobs[0].spec if isinstance(jobs[0].spec, ClippedSpec) else None  # the pixels the region keeps
+    token = unwrap(jobs[0].spec).token
     try:
         parts = _zone_parts(ts, jobs, year)
         refused = cap_refusal(coverage(ts, parts).chunks)
         if refused:
             raise TessvrtError(refused)
+        carves = {p.window.epsg: left_out(kept.region(), p.window) for p in parts} if kept else {}
         stem, parent = out.name[:-4], out.parent
         main = _main_part(parts, crs)
         multi = len(parts) > 1
@@ -138,18 +189,37 @@ def build_zarr(out: Path, sidecar: Path, previous: dict | None, *, year: int, bb
                 refs[gname] = zone_refs(g, mine[0].t, spans, url, pool)
     finally:
         forget(token)
+    clipped = None
+    if kept is not None:
+        label = area.label if clip else f"{area.label} (its cells)"  # as narrow() clips: the polygon or its cells
+        clipped = {"label": label, "wkb": kept.wkb.hex(), "carves": carves}
     with TargetLock([out]):
         clean_stale(parent, [out])
         tmp = tmp_path(out)
         tmp.mkdir()
         try:
             return _write(tmp, out, sidecar, parts, main, refs, zone_names, previous, ts, year, vsi, bbox, source,
-                          BuildResult)
+                          BuildResult, clipped)
         except OSError as exc:
             raise TessvrtError(f"cannot write {out} and its {sidecar.name} folder ({exc.strerror or exc}); "
                                "free disk space or choose another -o") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _jobs(dataset: str, bbox: tuple[float, float, float, float], year: int, source: str | None, endpoint: str | None,
+          area, clip: bool):  # noqa: ANN001, ANN202 - a Region; (TesseraStore, ZoneJobs)
+    """The zone jobs materialise --dataset makes for the same options: a polygon or --clip narrows them."""
+    from .pixels.zarr import zarr_jobs
+
+    if area is None or not (clip or area.is_polygon):
+        return zarr_jobs(dataset, bbox, year, source, endpoint)
+    from .pixels.clip import zarr_region_jobs
+
+    if area.tiles:
+        raise TessvrtError("--tile with --region, --country or --clip is not supported for Zarr VRTs; give the "
+                           "region alone (or --bbox around the tiles)")
+    return zarr_region_jobs(dataset, area, year, source, endpoint, clip)
 
 
 def _zone_parts(ts, jobs: list, year: int) -> list[_Part]:  # noqa: ANN001 - a zarrstore.TesseraStore, ZoneJobs
@@ -219,21 +289,23 @@ def cap_refusal(chunks: int) -> str | None:
 
 
 def dry_run_zarr(*, year: int, bbox: tuple[float, float, float, float], dataset: str, source: str | None,
-                 endpoint: str | None, crs: str | None = None):  # noqa: ANN201 - an estimate.ZarrBuildEstimate
+                 endpoint: str | None, crs: str | None = None, area=None,  # noqa: ANN001 - a Region
+                 clip: bool = False):  # noqa: ANN201 - an estimate.ZarrBuildEstimate
     """build --dry-run of a Zarr VRT: the parts, the references' chunks and size, the shard indexes the build
     would read, and what materialising it all costs, from the store's zarr.json documents and years alone
     (no shard index or chunk is read, nothing is written). A region over MAX_CHUNKS gets its refusal as
     `refused` instead of an error, so the figures that say how to split it are still given."""
     from .estimate import ZarrBuildEstimate, estimate
-    from .pixels.zarr import forget, zarr_jobs
+    from .pixels.clip import unwrap
+    from .pixels.zarr import forget
 
-    ts, jobs = zarr_jobs(dataset, bbox, year, source, endpoint)
+    ts, jobs = _jobs(dataset, bbox, year, source, endpoint, area, clip)
     try:
         parts = _zone_parts(ts, jobs, year)
         _main_part(parts, crs)  # a --crs the build would refuse
         cover = coverage(ts, parts)
     finally:
-        forget(jobs[0].spec.token)
+        forget(unwrap(jobs[0].spec).token)
     return ZarrBuildEstimate(cover.chunks, cover.shards, cover.index_bytes, cover.chunks * REF_BYTES, MAX_CHUNKS,
                              cap_refusal(cover.chunks), estimate(jobs, vrt.BANDS, len(jobs)))
 
@@ -252,9 +324,20 @@ def _main_part(parts: list[_Part], crs: str | None) -> _Part:
 
 def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], main: _Part, refs: dict, zone_names: list[str],
            previous: dict | None, ts, year: int, vsi: str, bbox: tuple, source: str | None,  # noqa: ANN001
-           result: type):  # noqa: ANN202
+           result: type, clipped: dict | None = None):  # noqa: ANN202
     folder = tmp / sidecar.name
     folder.mkdir()
+    size = [1, 1]  # of the constant mask source one.tif: the largest mask
+
+    def const(width: int, height: int) -> str:
+        size[:] = [max(size[0], width), max(size[1], height)]
+        return "one.tif"
+
+    for p in parts:  # parts the region leaves pixels out of: their scales through a mask (clip_<epsg>.vrt)
+        carve = clipped["carves"][p.window.epsg] if clipped else ()
+        if len(carve):
+            p.clip = f"clip_{p.window.epsg}.vrt"
+            (folder / p.clip).write_text(clip_xml(p, carve, const(p.window.width, p.window.height)))
     for gname, (docs, _) in refs.items():
         for array, doc in docs.items():
             (folder / refs_name(gname, array)).write_text(dumps(doc))
@@ -268,23 +351,19 @@ def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], main: _Part,
         zone_vrts[p.window.epsg] = out.with_name(name)
     main_window = main.window
     if zone_names:  # the main VRT: every part on the grid of the part holding most pixels
-        from .build import _write_const
         from .zarrcross import cross_zone
-
-        size = [1, 1]
 
         def write(rel: str, text: str) -> None:
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             (folder / rel).write_text(text)
 
-        def const(width: int, height: int) -> str:
-            size[:] = [max(size[0], width), max(size[1], height)]
-            return "../one.tif"
-
-        main_window = cross_zone(write, parts, main, bbox, const)
-        _write_const(folder / "one.tif", *size)
+        main_window = cross_zone(write, parts, main, bbox, lambda w, h: "../" + const(w, h))
         written[out.name] = vrt.dequant_vrt(main_window, f"{sidecar.name}/mosaic.vrt", 1,
                                             {**main.meta, "TESSVRT_FORMAT": FORMAT}, signed=True)
+    if zone_names or any(p.clip for p in parts):
+        from .build import _write_const
+
+        _write_const(folder / "one.tif", *size)
     stats = {g: s for g, (_, s) in refs.items()}
     record = {
         "tessvrt": __version__, "format": FORMAT, "pixel_grid": PIXEL_GRID, "dataset": ts.dataset.name,
@@ -300,6 +379,8 @@ def _write(tmp: Path, out: Path, sidecar: Path, parts: list[_Part], main: _Part,
         "refs": {g: {"chunks": s.chunks, "bytes": s.bytes, "absent": s.absent, "shards": len(s.indexed),
                      "dropped_scales": s.dropped_scales, "objects": len(s.keys)} for g, s in stats.items()},
     }
+    if clipped:  # what the region keeps: materialise and open_region of this VRT narrow its pixels the same way
+        record["clip"] = {"label": clipped["label"], "wkb": clipped["wkb"]}
     (folder / RECORD).write_text(json.dumps(record))
     for name, text in written.items():
         (tmp / name).write_text(text)

@@ -261,3 +261,17 @@ def test_refusals_are_one_line_and_write_nothing(built, s3, tmp_path):
     for p, want in zip(run_cli_many(argvs), ["--tile with --region", "no zone group utm37"], strict=True):
         assert p.returncode == 1 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["far.geojson"]
+
+
+@pytest.mark.parametrize("name", ["concave", "cells"])
+def test_dry_run_of_a_region_build_has_its_zone_parts(built, s3, name):
+    """build --dry-run --region --clip (refused for Zarr builds before) counts the pixels of the zone parts the real
+    build wrote and writes nothing."""
+    d = built[name]
+    out = d["clip"].with_name(f"{name}_dry.vrt")
+    (p,) = run_cli_many([["build", "-o", str(out), "--region", str(d["region"]), "--clip", "--dry-run", "--json",
+                          *_common(s3)]])
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((d["clip"].with_suffix(".tessvrt") / "tessvrt.json").read_text())
+    want = sum(z["window"]["width"] * z["window"]["height"] for z in rec["zones"])
+    assert json.loads(p.stdout)["pixels"] == want and not list(out.parent.glob(f"{name}_dry*"))

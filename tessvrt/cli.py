@@ -207,10 +207,9 @@ def materialise(
         extra = {} if col is None else {"collection": col.target, "pieces": col.pieces, "pieces_written": col.written,
                                         "pieces_skipped": col.skipped}
         typer.echo(json.dumps({**extra, "files": [str(p) for p in res.files], "bytes": res.bytes_written,
-                               "seconds": round(res.seconds, 2),
-                               "remote_bytes": res.remote_bytes, "mb_per_s": round(res.mb_per_s, 1),
-                               "missing": res.missing, "not_computed": res.not_computed, "outside": res.outside,
-                               "not_written": res.not_written}))
+                               "seconds": round(res.seconds, 2), "remote_bytes": res.remote_bytes,
+                               "requests": res.requests, "mb_per_s": round(res.mb_per_s, 1), "missing": res.missing,
+                               "not_computed": res.not_computed, "outside": res.outside, "not_written": res.not_written}))
         return
     for p in res.files:
         typer.echo(f"wrote {p}")

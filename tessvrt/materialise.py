@@ -44,7 +44,7 @@ class MaterialiseResult:
     not_computed: int = 0  # Zarr: region pixels the store has not computed yet (+inf scales), written as NaN
     outside: int = 0  # Zarr: region pixels beyond the store's zone grids, written as NaN
     not_written: int = 0  # Zarr: pixels with a valid scale whose embeddings chunk or shard is absent, written as NaN
-    requests: int = 0  # Zarr: GETs made (metadata, shard indexes, coalesced chunk ranges)
+    requests: int = 0  # Zarr: GETs of shard indexes and coalesced chunk ranges (the store's metadata not counted)
     collection: Any = None  # a COG collection's CollectionResult (pieces written and skipped)
     estimate: Any = None  # dry_run: the plan's estimate.Estimate, nothing written
 

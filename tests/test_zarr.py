@@ -158,6 +158,9 @@ def test_requests_are_coalesced_and_never_whole_shards(stores, zones_band1):
     print(f"requests: {chunks} stored inner chunks -> {len(ranged)} chunk GETs + {len(index)} shard indexes "
           f"(+{len(log) - len(shard_gets)} metadata GETs)")
     assert len(index) == 10  # the region touches 4 shards of each array in zone 31 and 1 in zone 32
+    # --json's remote figures are the chunk and index reads, each counted once across the four zone parts
+    assert (res["remote_bytes"], res["requests"]) == (sum(e[4] for e in shard_gets), len(shard_gets)), \
+        (res["remote_bytes"], res["requests"], sum(e[4] for e in shard_gets), len(shard_gets))
     assert chunks >= 50 and len(ranged) * 3 <= chunks  # 16 is the least: one per shard, array and output file
 
 

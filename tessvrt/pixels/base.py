@@ -19,7 +19,7 @@ class Stats:
     """What reading cost and found: added up across zones, pieces and workers."""
 
     remote_bytes: int = 0
-    requests: int = 0  # Zarr: GETs made (metadata, shard indexes, coalesced chunk ranges)
+    requests: int = 0  # Zarr: GETs of shard indexes and coalesced chunk ranges
     not_computed: int = 0  # Zarr: pixels upstream has not computed yet (+inf scales), written as NaN
     outside: int = 0  # Zarr: pixels beyond the store's zone grids, written as NaN
     missing: list[str] = field(default_factory=list)  # npy: tiles whose objects were gone (--allow-missing)

@@ -19,6 +19,7 @@ from ..errors import TessvrtError
 from ..grid import Window, zone_label
 from ..scales import dequantise_into, valid
 from ..source.s3 import Pool
+from ..source.zarr import Traffic
 from ..zarrstore import TesseraStore, ZoneGroup, open_store, region_windows
 from .base import BANDS, Quantised, Stats, ZoneJob
 
@@ -102,16 +103,14 @@ class ZarrPixels:
         self.group, self.t, self.win = group, t, win
         self.row0, self.col0 = group.offset(win)
         self.counts = Counts()
-        traffic = group.embeddings.store.traffic
-        self._start = (traffic.bytes, traffic.requests)
+        self.traffic = Traffic()  # this window's reads (the store's count every zone's, and other runs' in this process)
         self._plan: Pool | None = None  # made on the first fetch, closed by close()
 
     def check(self, threads: int) -> int:
         return 0  # shard indexes and chunks are checked as they are read
 
     def stats(self) -> Stats:
-        traffic = self.group.embeddings.store.traffic
-        return Stats(traffic.bytes - self._start[0], traffic.requests - self._start[1], self.counts.not_computed,
+        return Stats(self.traffic.bytes, self.traffic.requests, self.counts.not_computed,
                      self.counts.outside, not_written=self.counts.not_written)
 
     def close(self, wait: bool = True) -> None:
@@ -130,8 +129,9 @@ class ZarrPixels:
         if self._plan is None:
             self._plan = Pool(4, "tessvrt-zarr")
         absent: list[tuple[slice, ...]] = []  # filled by the read: parts no stored embeddings chunk holds
-        emb = self._plan.submit(g.embeddings.read, (slice(self.t, self.t + 1), slice(0, BANDS), rs, cs), pool, absent)
-        sc = self._plan.submit(g.scales.read, (slice(self.t, self.t + 1), rs, cs), pool)
+        emb = self._plan.submit(g.embeddings.read, (slice(self.t, self.t + 1), slice(0, BANDS), rs, cs), pool, absent,
+                                self.traffic)
+        sc = self._plan.submit(g.scales.read, (slice(self.t, self.t + 1), rs, cs), pool, None, self.traffic)
         return emb, sc, rs, cs, absent
 
     def chunk(self, cpu: Pool | Executor, pending: tuple, y0: int, x0: int, h: int, w: int, bands: list[int]) -> np.ndarray:

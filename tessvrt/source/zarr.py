@@ -92,9 +92,10 @@ class Store:
         return meta
 
     def get(self, path: str, start: int | None = None, length: int | None = None,
-            total: int | None = None) -> tuple[bytes, int] | None:
+            total: int | None = None, meter: Traffic | None = None) -> tuple[bytes, int] | None:
         """(bytes, object size) of a whole object, its bytes [start, start+length), or its last
-        `length` bytes (start None); None when the object does not exist (404: not written yet)."""
+        `length` bytes (start None); None when the object does not exist (404: not written yet).
+        meter: also counted there (the reader's own traffic; the store's counts every reader's)."""
         loc = self.loc(path)
         size = [0]
 
@@ -126,6 +127,8 @@ class Store:
                 return None
             raise
         self.traffic.add(len(body))
+        if meter is not None:
+            meter.add(len(body))
         return body, size[0]
 
 
@@ -272,7 +275,7 @@ class Array:
         return f"{self.path}/{self._prefix}{parts}"
 
     def read(self, sel: tuple[slice, ...], pool: Pool | Executor,
-             absent: list[tuple[slice, ...]] | None = None) -> np.ndarray:
+             absent: list[tuple[slice, ...]] | None = None, meter: Traffic | None = None) -> np.ndarray:
         """The window sel (one slice per dimension, inside the array) as an array; fill where not written.
 
         Shard indexes first (cached), then the chunks the window touches, coalesced, in parallel on pool.
@@ -280,6 +283,7 @@ class Array:
         holds are appended to it: absent shards, empty index entries, and chunks holding only the fill
         value (zarr-python leaves such chunks unwritten, so for the reader they are the same). A caller
         can then tell "the store has no bytes here" from data that happens to equal the fill value.
+        meter: where this read's requests are counted too (a shard index is counted by the read that loads it).
         """
         starts = [s.start for s in sel]
         out = np.full([s.stop - s.start for s in sel], self.fill, self.dtype)
@@ -302,7 +306,7 @@ class Array:
             self._paste(out, starts, sel, c, arr)
 
         if self.inner is None:  # one object per chunk
-            futs = [pool.submit(self._whole_chunk, c) for c in chunks]
+            futs = [pool.submit(self._whole_chunk, c, meter) for c in chunks]
             for c, f in zip(chunks, futs, strict=True):
                 arr = f.result()
                 if arr is None:
@@ -313,7 +317,7 @@ class Array:
         by_shard: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
         for c in chunks:
             by_shard.setdefault(tuple(v // p for v, p in zip(c, self.per_shard, strict=True)), []).append(c)
-        idx = {s: self._index_future(s, pool) for s in by_shard}
+        idx = {s: self._index_future(s, pool, meter) for s in by_shard}
         futs = []
         for s, cs in by_shard.items():
             got = idx[s].result()
@@ -327,7 +331,7 @@ class Array:
                 if o == EMPTY:
                     gone(c)
             for group in coalesce([(c, int(o), int(n)) for c, o, n in local if o != EMPTY]):
-                futs.append(pool.submit(self._chunks, s, size, group))
+                futs.append(pool.submit(self._chunks, s, size, group, meter))
         for f in futs:
             for c, arr in f.result():
                 paste(c, arr)
@@ -358,16 +362,16 @@ class Array:
             raise TessvrtError(f"{where}: corrupt chunk ({str(exc).strip() or type(exc).__name__}); "
                                "the store object is damaged: report it upstream") from None
 
-    def _whole_chunk(self, c: tuple[int, ...]) -> np.ndarray | None:
+    def _whole_chunk(self, c: tuple[int, ...], meter: Traffic | None = None) -> np.ndarray | None:
         key = self.key(c)
-        got = self.store.get(key)
+        got = self.store.get(key, meter=meter)
         return None if got is None else self._decode(got[0], self.store.uri(key))
 
-    def _index_future(self, shard: tuple[int, ...], pool: Pool | Executor) -> Future:
+    def _index_future(self, shard: tuple[int, ...], pool: Pool | Executor, meter: Traffic | None = None) -> Future:
         with self._lock:
             fut = self._indexes.get(shard)
             if fut is None or (fut.done() and fut.exception() is not None):
-                fut = self._indexes[shard] = pool.submit(self._load_index, shard)
+                fut = self._indexes[shard] = pool.submit(self._load_index, shard, meter)
             self._indexes.move_to_end(shard)
             while len(self._indexes) > INDEX_CACHE:
                 self._indexes.popitem(last=False)
@@ -377,10 +381,10 @@ class Array:
         """(shard object size, (chunks per shard..., 2) offsets and sizes) or None for an absent shard."""
         return self._index_future(shard, pool).result()
 
-    def _load_index(self, shard: tuple[int, ...]) -> tuple[int, np.ndarray] | None:
+    def _load_index(self, shard: tuple[int, ...], meter: Traffic | None = None) -> tuple[int, np.ndarray] | None:
         key = self.key(shard)
         nbytes = self.index_nbytes
-        got = self.store.get(key, None if self._at_end else 0, nbytes)
+        got = self.store.get(key, None if self._at_end else 0, nbytes, meter=meter)
         if got is None:
             return None
         body, size = got
@@ -401,13 +405,13 @@ class Array:
                                "report it upstream") from None
         return size, entries
 
-    def _chunks(self, shard: tuple[int, ...], size: int,
-                group: list[tuple[tuple[int, ...], int, int]]) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    def _chunks(self, shard: tuple[int, ...], size: int, group: list[tuple[tuple[int, ...], int, int]],
+                meter: Traffic | None = None) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """One ranged GET of neighbouring chunks of a shard, decoded."""
         key = self.key(shard)
         start = group[0][1]
         end = max(o + n for _, o, n in group)
-        got = self.store.get(key, start, end - start, total=size)
+        got = self.store.get(key, start, end - start, total=size, meter=meter)
         where = self.store.uri(key)
         if got is None:
             raise TessvrtError(f"{where} disappeared while it was read; the store is being rewritten: try again later")

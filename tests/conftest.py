@@ -58,8 +58,8 @@ SERIAL = {"test_network.py", "test_safety.py"}
 # module alone at the end. Modules not listed keep their order after these.
 LONGEST_FIRST = ["test_region.py", "test_build_gti.py", "test_zarr_vrt.py", "test_read.py", "test_zarr.py",
                  "test_collection.py", "test_faults.py", "test_qgis.py", "test_overview.py", "test_hostile.py",
-                 "test_preview.py", "test_firstuse.py", "test_zarr_hostile.py", "test_oracle.py", "test_materialise.py",
-                 "test_readme.py", "test_lazy.py"]
+                 "test_preview.py", "test_zarr_region.py", "test_firstuse.py", "test_zarr_hostile.py", "test_oracle.py",
+                 "test_materialise.py", "test_readme.py", "test_lazy.py"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

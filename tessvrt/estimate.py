@@ -56,7 +56,6 @@ class Estimate:
                 f"({human_bytes(self.float32_bytes)} of float32); about {took} at {RATE_PER_WORKER / 1e6:,.0f} MB/s "
                 f"per worker x {max(self.workers, 1)}")
 
-
     def fields(self) -> dict:
         """The figures as --json gives them (materialise --dry-run, and build --dry-run's full read)."""
         return {"zones": self.zones, "outputs": self.outputs, "tiles": self.tiles, "pixels": self.pixels,
